@@ -1,0 +1,50 @@
+//! `kiln pull NAME[:TAG|@DIGEST]`.
+
+use clap::Args;
+
+use super::transfer::{Direction, TransferLines};
+use super::{CmdResult, parse_ref};
+use crate::registry::{self, RegistryOptions};
+use crate::store::Store;
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// Suppress progress output.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Require HTTPS and verify certificates (`false` also allows plain HTTP).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    tls_verify: Option<bool>,
+    /// Image to pull.
+    #[arg(value_name = "NAME[:TAG|@DIGEST]")]
+    image: String,
+}
+
+pub fn run(store: &Store, args: PullArgs) -> CmdResult {
+    let reference = parse_ref(&args.image)?;
+    if !args.quiet
+        && reference.digest().is_none()
+        && !args
+            .image
+            .rsplit('/')
+            .next()
+            .is_some_and(|l| l.contains(':'))
+    {
+        eprintln!("Using default tag: latest");
+    }
+    let opts = RegistryOptions {
+        tls_verify: args.tls_verify,
+        ..RegistryOptions::default()
+    };
+    let observer = TransferLines {
+        direction: Direction::Pull,
+        quiet: args.quiet,
+    };
+    let image = registry::pull(store, &reference, &opts, &observer)?;
+    if !args.quiet {
+        eprintln!("Digest: {}", image.manifest_descriptor.digest);
+        eprintln!("Status: Downloaded image for {}", reference.familiar());
+    }
+    println!("{reference}");
+    Ok(())
+}

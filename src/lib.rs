@@ -1,0 +1,11 @@
+//! kiln: a daemonless Dockerfile-to-OCI-image builder with an embedded container engine.
+//!
+//! The `kiln` binary is a thin CLI (`cli`) over this library; tests and benchmarks use the
+//! library directly. The data flow is described in DESIGN.md.
+
+pub mod cli;
+pub mod image;
+pub mod progress;
+pub mod registry;
+pub mod solver;
+pub mod store;

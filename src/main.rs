@@ -1,0 +1,5 @@
+//! The `kiln` binary: parses arguments and hands over to the CLI layer.
+
+fn main() -> std::process::ExitCode {
+    kiln::cli::main()
+}

@@ -1,0 +1,190 @@
+//! The build engine: takes a Dockerfile and a context, runs the target stage's steps, and exports
+//! an OCI image into the store.
+//!
+//! Today steps run in order, one stage at a time, and each COPY writes its layer straight from
+//! the context; the seams are where the full engine slots in: `base` resolves FROM (store or
+//! registry), `steps` runs one instruction against a [`StageState`], `export` writes the image.
+//! The parallel scheduler and the cache (DESIGN.md decision 4) replace the loop in [`build`];
+//! snapshots and RUN replace the metadata index in `fs_index`.
+//!
+//! Not responsible for: parsing (the `frontend` crate), rendering progress (the CLI).
+
+pub mod base;
+pub mod context;
+pub mod export;
+pub mod fs_index;
+pub mod stage;
+pub mod steps;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use frontend::span::Span;
+use snapshotter::Digest;
+
+use crate::image::{Descriptor, ImageRef};
+use crate::progress::{Event, Reporter, StepId};
+use crate::registry::RegistryOptions;
+use crate::store::{Store, StoreError};
+use context::{Context, ContextError};
+use stage::StageState;
+pub use steps::StepError;
+
+/// Everything a build needs.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    pub context: PathBuf,
+    /// The Dockerfile's name as shown in diagnostics (`Dockerfile`, `build/app.Dockerfile`).
+    pub dockerfile_name: String,
+    pub dockerfile: String,
+    pub build_args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub tags: Vec<ImageRef>,
+    pub registry: RegistryOptions,
+    /// `SOURCE_DATE_EPOCH`: image and history dates, and the clamp for file mtimes.
+    pub source_date_epoch: Option<u64>,
+}
+
+/// What a build produced.
+#[derive(Debug, Clone)]
+pub struct BuildOutput {
+    pub manifest: Descriptor,
+    /// The image ID (config digest).
+    pub image_id: Digest,
+}
+
+/// Why a build failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The Dockerfile does not parse or plan; the diagnostics point at the text.
+    #[error("the Dockerfile has {} error(s)", .0.len())]
+    Dockerfile(frontend::Diagnostics),
+    /// A step failed; `span` points at its instruction in the Dockerfile.
+    #[error("{instruction}")]
+    Step {
+        span: Span,
+        instruction: String,
+        #[source]
+        source: StepError,
+    },
+    #[error(transparent)]
+    Context(#[from] ContextError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Run a build and tag the result.
+pub fn build(
+    store: &Store,
+    req: &BuildRequest,
+    reporter: &dyn Reporter,
+) -> Result<BuildOutput, BuildError> {
+    let df = frontend::parse(&req.dockerfile).map_err(BuildError::Dockerfile)?;
+    let opts = frontend::PlanOptions {
+        build_args: req.build_args.clone(),
+        target: req.target.clone(),
+    };
+    let plan = frontend::plan(&df, &opts).map_err(BuildError::Dockerfile)?;
+    let ctx = Context::open(&req.context)?;
+    // Blobs referenced by this build but not yet by a name must not be collected meanwhile.
+    let _lease = store.lease()?;
+    let created = timestamp(req.source_date_epoch);
+    let env = steps::StepEnv {
+        store,
+        ctx: &ctx,
+        registry: &req.registry,
+        epoch: req.source_date_epoch,
+        reporter,
+    };
+
+    let total: usize = plan.stages.iter().map(|s| s.steps.len() + 1).sum();
+    let mut index = 0;
+    let mut done: BTreeMap<usize, StageState> = BTreeMap::new();
+    for stage in &plan.stages {
+        // BuildKit's progress names: `[2/5]` in a one-stage build, `[builder 2/5]` otherwise.
+        let label = match (&stage.name, plan.stages.len()) {
+            (_, 1) => String::new(),
+            (Some(n), _) => n.as_str().to_owned(),
+            (None, _) => format!("stage-{}", stage.id.0),
+        };
+        index += 1;
+        let from_text = stage.original.clone();
+        let step = StepId {
+            stage: label.clone(),
+            index,
+            total,
+        };
+        let started = Instant::now();
+        reporter.event(Event::StepStarted {
+            step: step.clone(),
+            text: from_text.clone(),
+        });
+        let mut state =
+            base::resolve(&env, stage, &done, &created).map_err(|source| BuildError::Step {
+                span: stage.location.span,
+                instruction: from_text,
+                source,
+            })?;
+        reporter.event(Event::StepFinished {
+            step,
+            elapsed: started.elapsed(),
+        });
+        for s in &stage.steps {
+            index += 1;
+            let step = StepId {
+                stage: label.clone(),
+                index,
+                total,
+            };
+            let started = Instant::now();
+            reporter.event(Event::StepStarted {
+                step: step.clone(),
+                text: s.original.clone(),
+            });
+            steps::run(&env, &mut state, s).map_err(|source| BuildError::Step {
+                span: s.location.span,
+                instruction: s.original.clone(),
+                source,
+            })?;
+            reporter.event(Event::StepFinished {
+                step,
+                elapsed: started.elapsed(),
+            });
+        }
+        done.insert(stage.id.0, state);
+    }
+    let final_state = done
+        .remove(&plan.target_stage().id.0)
+        .expect("the target stage was built");
+    let manifest = export::export(store, &final_state)?;
+    let image_id = final_state_id(store, &manifest)?;
+    reporter.event(Event::Exported {
+        image_id: image_id.to_string(),
+        manifest: manifest.digest.to_string(),
+    });
+    for tag in &req.tags {
+        store.set_ref(tag, &manifest)?;
+        reporter.event(Event::Tagged {
+            name: tag.familiar(),
+        });
+    }
+    Ok(BuildOutput { manifest, image_id })
+}
+
+fn final_state_id(store: &Store, manifest: &Descriptor) -> Result<Digest, StoreError> {
+    Ok(store.image(manifest)?.id())
+}
+
+/// RFC 3339 time for `created`: `SOURCE_DATE_EPOCH` when set, else now.
+pub fn timestamp(epoch: Option<u64>) -> String {
+    use time::format_description::well_known::Rfc3339;
+    let t = match epoch
+        .and_then(|e| i64::try_from(e).ok())
+        .and_then(|e| time::OffsetDateTime::from_unix_timestamp(e).ok())
+    {
+        Some(t) => t,
+        None => time::OffsetDateTime::now_utc(),
+    };
+    t.format(&Rfc3339).expect("RFC 3339 formats every date")
+}

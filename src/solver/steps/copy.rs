@@ -1,0 +1,501 @@
+//! COPY from the build context into a new layer, with Docker's semantics:
+//! - a directory source copies its *contents* into the destination;
+//! - a file goes *into* the destination when it ends with `/` or is an existing directory,
+//!   otherwise it becomes the destination;
+//! - several sources need a destination ending with `/`;
+//! - a relative destination is under WORKDIR; symlinks in the image's destination path are
+//!   followed inside the image root (merged-/usr images);
+//! - owner is 0:0 unless `--chown`, mode is the source's unless `--chmod`; mtimes are the
+//!   source's (clamped to `SOURCE_DATE_EPOCH` when set); hard links inside a source stay links.
+//!
+//! Parent directories that the image already has are written with the image's metadata (what an
+//! overlay copy-up records), new ones as 0755 root.
+//!
+//! Not responsible for: wildcards, `--from`, `--link`, `--parents`, `--exclude` (the full
+//! engine), or `.dockerignore`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::Metadata;
+use std::io::BufReader;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use snapshotter::layer::{
+    Compression, Entry, EntryKind, LayerError, LayerInfo, LayerPath, LayerWriter,
+};
+
+use crate::solver::context::{Context, ContextError};
+use crate::solver::fs_index::{FsIndex, MetaKind};
+use crate::store::{ContentStore, Expected, StoreError};
+
+/// Errors of a COPY.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error(transparent)]
+    Context(#[from] ContextError),
+    #[error(
+        "when using COPY with more than one source file, the destination must be a directory and end with a /"
+    )]
+    DestinationNotDirectory,
+    #[error("copying `{pattern}`: wildcards in COPY sources are not supported yet")]
+    Wildcard { pattern: String },
+    #[error("`{path}` in the build context is a {kind}, which COPY does not support")]
+    UnsupportedType { path: PathBuf, kind: &'static str },
+    #[error("reading `{path}` in the build context")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("destination `{0}` is not a valid path")]
+    BadDestination(String),
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A COPY with its words already expanded.
+#[derive(Debug, Clone)]
+pub struct CopySpec {
+    pub sources: Vec<String>,
+    pub dest: String,
+    /// Absolute WORKDIR the destination is relative to.
+    pub workdir: String,
+    pub chown: Option<(u64, u64)>,
+    pub chmod: Option<u32>,
+    /// `SOURCE_DATE_EPOCH`: clamps mtimes and dates created directories.
+    pub epoch: Option<u64>,
+}
+
+/// Where a planned entry's bytes come from.
+#[derive(Debug, Clone)]
+enum Source {
+    Dir,
+    File {
+        host: PathBuf,
+        size: u64,
+        dev_ino: Option<(u64, u64)>,
+    },
+    Symlink(String),
+}
+
+#[derive(Debug, Clone)]
+struct Planned {
+    source: Source,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: u64,
+}
+
+/// Build the COPY layer into the content store; records the new entries in `fs`.
+pub fn copy_layer(
+    ctx: &Context,
+    fs: &mut FsIndex,
+    spec: &CopySpec,
+    content: &ContentStore,
+    compression: Compression,
+) -> Result<LayerInfo, CopyError> {
+    let planned = plan(ctx, fs, spec)?;
+    let writer = content.writer()?;
+    let mut layer = LayerWriter::new(writer, compression);
+    let mut first_link: HashMap<(u64, u64), LayerPath> = HashMap::new();
+    for (path, p) in &planned {
+        let (kind, mut reader) = match &p.source {
+            Source::Dir => (EntryKind::Directory, None),
+            Source::Symlink(target) => (
+                EntryKind::Symlink {
+                    target: target.clone(),
+                },
+                None,
+            ),
+            Source::File {
+                host,
+                size,
+                dev_ino,
+            } => {
+                if let Some(key) = dev_ino
+                    && let Some(first) = first_link.get(key)
+                {
+                    (
+                        EntryKind::Hardlink {
+                            target: first.clone(),
+                        },
+                        None,
+                    )
+                } else {
+                    if let Some(key) = dev_ino {
+                        first_link.insert(*key, path.clone());
+                    }
+                    let f = fs_err::File::open(host).map_err(|source| CopyError::Read {
+                        path: host.clone(),
+                        source,
+                    })?;
+                    (
+                        EntryKind::File { size: *size },
+                        Some(BufReader::with_capacity(128 * 1024, f)),
+                    )
+                }
+            }
+        };
+        let entry = Entry {
+            path: path.clone(),
+            kind,
+            mode: p.mode,
+            uid: p.uid,
+            gid: p.gid,
+            mtime: p.mtime,
+        };
+        layer.append(&entry, reader.as_mut().map(|r| r as &mut dyn std::io::Read))?;
+        fs.record(path, &entry.kind, p.mode, p.uid, p.gid, p.mtime);
+    }
+    let (writer, info) = layer.finish()?;
+    writer.commit(Some(Expected {
+        digest: info.digest.0,
+        size: Some(info.size),
+    }))?;
+    Ok(info)
+}
+
+fn plan(
+    ctx: &Context,
+    fs: &FsIndex,
+    spec: &CopySpec,
+) -> Result<BTreeMap<LayerPath, Planned>, CopyError> {
+    let dest_abs = if spec.dest.starts_with('/') {
+        spec.dest.clone()
+    } else {
+        format!("{}/{}", spec.workdir.trim_end_matches('/'), spec.dest)
+    };
+    let dir_hint = dest_abs.ends_with('/') || dest_abs.ends_with("/.") || spec.dest == ".";
+    if spec.sources.len() > 1 && !dir_hint {
+        return Err(CopyError::DestinationNotDirectory);
+    }
+    let dest_rel = fs.resolve_dir(&dest_abs);
+    let dest_path = if dest_rel.is_empty() {
+        None
+    } else {
+        Some(LayerPath::new(&dest_rel).map_err(|_| CopyError::BadDestination(spec.dest.clone()))?)
+    };
+    let dest_is_dir = dir_hint
+        || dest_path
+            .as_ref()
+            .is_none_or(|p| fs.get(p).is_some_and(|m| m.kind == MetaKind::Directory));
+
+    let mut out: BTreeMap<LayerPath, Planned> = BTreeMap::new();
+    for source in &spec.sources {
+        if source.contains(['*', '?', '[']) {
+            return Err(CopyError::Wildcard {
+                pattern: source.clone(),
+            });
+        }
+        let host = ctx.resolve(source)?;
+        let meta = fs_err::metadata(&host).map_err(|e| CopyError::Read {
+            path: host.clone(),
+            source: e,
+        })?;
+        if meta.is_dir() {
+            if let Some(dest) = &dest_path
+                && fs.get(dest).is_none()
+            {
+                out.insert(dest.clone(), planned(Source::Dir, &meta, spec));
+            }
+            walk(&host, dest_path.as_ref(), spec, &mut out)?;
+        } else {
+            let name = Path::new(source)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "file".to_owned());
+            let target = match (&dest_path, dest_is_dir) {
+                (Some(d), true) => d.join(&name)?,
+                (None, _) => LayerPath::new(&name)?,
+                (Some(d), false) => d.clone(),
+            };
+            out.insert(target, planned(file_source(&host, &meta)?, &meta, spec));
+        }
+    }
+    // Every ancestor of what we write is in the layer too, as the image has it or as new.
+    let ancestors: Vec<LayerPath> = out
+        .keys()
+        .flat_map(|p| p.ancestors().collect::<Vec<_>>())
+        .collect();
+    for a in ancestors {
+        if out.contains_key(&a) {
+            continue;
+        }
+        let p = match fs.get(&a) {
+            Some(m) if m.kind == MetaKind::Directory => Planned {
+                source: Source::Dir,
+                mode: m.mode,
+                uid: m.uid,
+                gid: m.gid,
+                mtime: m.mtime,
+            },
+            _ => Planned {
+                source: Source::Dir,
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+                mtime: spec.epoch.unwrap_or(0),
+            },
+        };
+        out.insert(a, p);
+    }
+    Ok(out)
+}
+
+fn walk(
+    dir: &Path,
+    dest: Option<&LayerPath>,
+    spec: &CopySpec,
+    out: &mut BTreeMap<LayerPath, Planned>,
+) -> Result<(), CopyError> {
+    let read_err = |source| CopyError::Read {
+        path: dir.to_owned(),
+        source,
+    };
+    for entry in fs_err::read_dir(dir).map_err(read_err)? {
+        let entry = entry.map_err(read_err)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let host = entry.path();
+        let meta = fs_err::symlink_metadata(&host).map_err(|source| CopyError::Read {
+            path: host.clone(),
+            source,
+        })?;
+        let target = match dest {
+            Some(d) => d.join(&name)?,
+            None => LayerPath::new(&name)?,
+        };
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            out.insert(target.clone(), planned(Source::Dir, &meta, spec));
+            walk(&host, Some(&target), spec, out)?;
+        } else if ft.is_symlink() {
+            let link = fs_err::read_link(&host).map_err(|source| CopyError::Read {
+                path: host.clone(),
+                source,
+            })?;
+            out.insert(
+                target,
+                planned(
+                    Source::Symlink(link.to_string_lossy().into_owned()),
+                    &meta,
+                    spec,
+                ),
+            );
+        } else {
+            out.insert(target, planned(file_source(&host, &meta)?, &meta, spec));
+        }
+    }
+    Ok(())
+}
+
+fn file_source(host: &Path, meta: &Metadata) -> Result<Source, CopyError> {
+    use std::os::unix::fs::FileTypeExt;
+    let ft = meta.file_type();
+    let unsupported = |kind| CopyError::UnsupportedType {
+        path: host.to_owned(),
+        kind,
+    };
+    if ft.is_socket() {
+        return Err(unsupported("socket"));
+    }
+    if ft.is_fifo() {
+        return Err(unsupported("fifo"));
+    }
+    if ft.is_block_device() || ft.is_char_device() {
+        return Err(unsupported("device"));
+    }
+    let dev_ino = (meta.nlink() > 1).then(|| (meta.dev(), meta.ino()));
+    Ok(Source::File {
+        host: host.to_owned(),
+        size: meta.len(),
+        dev_ino,
+    })
+}
+
+fn planned(source: Source, meta: &Metadata, spec: &CopySpec) -> Planned {
+    let (uid, gid) = spec.chown.unwrap_or((0, 0));
+    let mode = match (&source, spec.chmod) {
+        (Source::Symlink(_), _) => 0o777,
+        (_, Some(m)) => m,
+        _ => meta.permissions().mode() & 0o7777,
+    };
+    let mtime = u64::try_from(meta.mtime()).unwrap_or(0);
+    let mtime = spec.epoch.map_or(mtime, |e| mtime.min(e));
+    Planned {
+        source,
+        mode,
+        uid,
+        gid,
+        mtime,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn setup() -> (tempfile::TempDir, Context) {
+        let d = tempfile::tempdir().unwrap();
+        fs_err::create_dir_all(d.path().join("dir/sub")).unwrap();
+        fs_err::write(d.path().join("dir/sub/f"), b"x").unwrap();
+        fs_err::write(d.path().join("dir/g"), b"yy").unwrap();
+        fs_err::write(d.path().join("app"), b"#!/bin/sh\n").unwrap();
+        fs_err::set_permissions(d.path().join("app"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        symlink("g", d.path().join("dir/link")).unwrap();
+        fs_err::hard_link(d.path().join("dir/g"), d.path().join("dir/hard")).unwrap();
+        let ctx = Context::open(d.path()).unwrap();
+        (d, ctx)
+    }
+
+    fn spec(sources: &[&str], dest: &str) -> CopySpec {
+        CopySpec {
+            sources: sources.iter().map(|s| s.to_string()).collect(),
+            dest: dest.into(),
+            workdir: "/".into(),
+            chown: None,
+            chmod: None,
+            epoch: Some(1000),
+        }
+    }
+
+    fn paths(m: &BTreeMap<LayerPath, Planned>) -> Vec<&str> {
+        m.keys().map(LayerPath::as_str).collect()
+    }
+
+    #[test]
+    fn directory_contents_not_the_directory() {
+        let (_d, ctx) = setup();
+        let p = plan(&ctx, &FsIndex::default(), &spec(&["dir"], "/opt/app")).unwrap();
+        assert_eq!(
+            paths(&p),
+            [
+                "opt",
+                "opt/app",
+                "opt/app/g",
+                "opt/app/hard",
+                "opt/app/link",
+                "opt/app/sub",
+                "opt/app/sub/f"
+            ]
+        );
+        assert!(
+            matches!(p[&LayerPath::new("opt/app/link").unwrap()].source, Source::Symlink(ref t) if t == "g")
+        );
+    }
+
+    #[test]
+    fn file_into_directory_or_as_the_destination() {
+        let (_d, ctx) = setup();
+        let into = plan(
+            &ctx,
+            &FsIndex::default(),
+            &spec(&["app"], "/usr/local/bin/"),
+        )
+        .unwrap();
+        assert_eq!(
+            paths(&into),
+            ["usr", "usr/local", "usr/local/bin", "usr/local/bin/app"]
+        );
+        let as_dest = plan(&ctx, &FsIndex::default(), &spec(&["app"], "/srv/run")).unwrap();
+        assert_eq!(paths(&as_dest), ["srv", "srv/run"]);
+        let rel = CopySpec {
+            workdir: "/work".into(),
+            ..spec(&["app"], ".")
+        };
+        assert_eq!(
+            paths(&plan(&ctx, &FsIndex::default(), &rel).unwrap()),
+            ["work", "work/app"]
+        );
+        let root = plan(&ctx, &FsIndex::default(), &spec(&["app", "dir/g"], "/")).unwrap();
+        assert_eq!(paths(&root), ["app", "g"]);
+    }
+
+    #[test]
+    fn modes_owner_and_clamped_mtimes() {
+        let (_d, ctx) = setup();
+        let p = plan(&ctx, &FsIndex::default(), &spec(&["app"], "/bin/")).unwrap();
+        let app = &p[&LayerPath::new("bin/app").unwrap()];
+        assert_eq!((app.mode, app.uid, app.gid, app.mtime), (0o755, 0, 0, 1000));
+        let bin = &p[&LayerPath::new("bin").unwrap()];
+        assert_eq!((bin.mode, bin.mtime), (0o755, 1000));
+        let chowned = CopySpec {
+            chown: Some((1000, 1001)),
+            chmod: Some(0o600),
+            ..spec(&["app"], "/bin/")
+        };
+        let p = plan(&ctx, &FsIndex::default(), &chowned).unwrap();
+        let app = &p[&LayerPath::new("bin/app").unwrap()];
+        assert_eq!((app.mode, app.uid, app.gid), (0o600, 1000, 1001));
+    }
+
+    #[test]
+    fn several_sources_need_a_directory_destination() {
+        let (_d, ctx) = setup();
+        assert!(matches!(
+            plan(&ctx, &FsIndex::default(), &spec(&["app", "dir"], "/x")),
+            Err(CopyError::DestinationNotDirectory)
+        ));
+    }
+
+    #[test]
+    fn missing_and_escaping_sources_are_refused() {
+        let (_d, ctx) = setup();
+        assert!(matches!(
+            plan(&ctx, &FsIndex::default(), &spec(&["nope"], "/x")),
+            Err(CopyError::Context(ContextError::NotFound(_)))
+        ));
+        assert!(matches!(
+            plan(&ctx, &FsIndex::default(), &spec(&["../etc/passwd"], "/x")),
+            Err(CopyError::Context(ContextError::OutsideContext(_)))
+        ));
+        assert!(matches!(
+            plan(&ctx, &FsIndex::default(), &spec(&["*.txt"], "/x/")),
+            Err(CopyError::Wildcard { .. })
+        ));
+    }
+
+    #[test]
+    fn writes_a_layer_with_hardlinks_and_records_entries() {
+        let (_d, ctx) = setup();
+        let root = tempfile::tempdir().unwrap();
+        let content = ContentStore::open(&crate::store::Layout::new(root.path())).unwrap();
+        let mut fs = FsIndex::default();
+        let info = copy_layer(
+            &ctx,
+            &mut fs,
+            &spec(&["dir"], "/d"),
+            &content,
+            Compression::Gzip,
+        )
+        .unwrap();
+        assert!(content.contains(&info.digest.0));
+        let bytes = content.read(&info.digest.0).unwrap();
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
+        let mut kinds = Vec::new();
+        for e in archive.entries().unwrap() {
+            let e = e.unwrap();
+            kinds.push((
+                e.path().unwrap().to_string_lossy().into_owned(),
+                e.header().entry_type(),
+            ));
+        }
+        assert!(kinds.contains(&("d/g".to_owned(), tar::EntryType::Regular)));
+        assert!(kinds.contains(&("d/hard".to_owned(), tar::EntryType::Link)));
+        assert!(fs.get(&LayerPath::new("d/sub/f").unwrap()).is_some());
+        // Same context, same layer.
+        let again = copy_layer(
+            &ctx,
+            &mut FsIndex::default(),
+            &spec(&["dir"], "/d"),
+            &content,
+            Compression::Gzip,
+        )
+        .unwrap();
+        assert_eq!(again, info);
+    }
+}

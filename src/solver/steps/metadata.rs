@@ -1,0 +1,258 @@
+//! Instructions that only change the image config: ENV, LABEL, EXPOSE, USER, CMD, ENTRYPOINT,
+//! VOLUME, STOPSIGNAL, SHELL, MAINTAINER, ARG. Each records a history entry with
+//! `empty_layer: true`, worded as BuildKit words it.
+
+use std::collections::BTreeMap;
+
+use super::StepError;
+use crate::image::config::EmptyObject;
+use crate::solver::stage::StageState;
+
+/// How a CMD/ENTRYPOINT/RUN command was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Exec(Vec<String>),
+    Shell(String),
+}
+
+/// Go's `%q` of a string slice, as BuildKit writes commands into history: `["sh" "-c" "x"]`.
+pub fn go_quoted_list(items: &[String]) -> String {
+    let quoted: Vec<String> = items
+        .iter()
+        .map(|s| serde_json::to_string(s).expect("strings serialize"))
+        .collect();
+    format!("[{}]", quoted.join(" "))
+}
+
+fn shell_of(state: &StageState) -> Vec<String> {
+    state
+        .config
+        .config
+        .shell
+        .clone()
+        .unwrap_or_else(|| vec!["/bin/sh".to_owned(), "-c".to_owned()])
+}
+
+fn command_argv(state: &StageState, command: &Command) -> Vec<String> {
+    match command {
+        Command::Exec(v) => v.clone(),
+        Command::Shell(s) => {
+            let mut argv = shell_of(state);
+            argv.push(s.clone());
+            argv
+        }
+    }
+}
+
+pub fn env(state: &mut StageState, pairs: &[(String, String)]) {
+    for (k, v) in pairs {
+        state.config.config.set_env(k, v);
+    }
+    let text = pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    state.push_history(format!("ENV {text}"), true);
+}
+
+pub fn label(state: &mut StageState, pairs: &[(String, String)]) {
+    let labels = state.config.config.labels.get_or_insert_with(BTreeMap::new);
+    for (k, v) in pairs {
+        labels.insert(k.clone(), v.clone());
+    }
+    let text = pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    state.push_history(format!("LABEL {text}"), true);
+}
+
+/// EXPOSE `80`, `80/tcp`, `53/udp`, `8000-8002` (each port of a range).
+pub fn expose(state: &mut StageState, specs: &[String]) -> Result<(), StepError> {
+    let mut added = Vec::new();
+    for spec in specs {
+        let (ports, proto) = match spec.split_once('/') {
+            Some((p, proto)) => (p, proto.to_ascii_lowercase()),
+            None => (spec.as_str(), "tcp".to_owned()),
+        };
+        if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+            return Err(StepError::Invalid(format!(
+                "invalid protocol `{proto}` in EXPOSE `{spec}` (use tcp, udp or sctp)"
+            )));
+        }
+        let bad_port = || {
+            StepError::Invalid(format!(
+                "invalid port `{spec}` in EXPOSE: ports are 1-65535, or a range like 8000-8010"
+            ))
+        };
+        let (lo, hi) = match ports.split_once('-') {
+            Some((a, b)) => (
+                a.parse::<u16>().map_err(|_| bad_port())?,
+                b.parse::<u16>().map_err(|_| bad_port())?,
+            ),
+            None => {
+                let p = ports.parse::<u16>().map_err(|_| bad_port())?;
+                (p, p)
+            }
+        };
+        if lo == 0 || hi < lo {
+            return Err(bad_port());
+        }
+        for p in lo..=hi {
+            added.push(format!("{p}/{proto}"));
+        }
+    }
+    let exposed = state
+        .config
+        .config
+        .exposed_ports
+        .get_or_insert_with(BTreeMap::new);
+    for p in &added {
+        exposed.insert(p.clone(), EmptyObject {});
+    }
+    state.push_history(format!("EXPOSE {}", added.join(" ")), true);
+    Ok(())
+}
+
+pub fn user(state: &mut StageState, user: &str) {
+    state.config.config.user = Some(user.to_owned());
+    state.push_history(format!("USER {user}"), true);
+}
+
+pub fn cmd(state: &mut StageState, command: &Command) {
+    let argv = command_argv(state, command);
+    state.push_history(format!("CMD {}", go_quoted_list(&argv)), true);
+    state.config.config.cmd = Some(argv);
+    state.cmd_set = true;
+}
+
+pub fn entrypoint(state: &mut StageState, command: &Command) {
+    let argv = command_argv(state, command);
+    state.push_history(format!("ENTRYPOINT {}", go_quoted_list(&argv)), true);
+    state.config.config.entrypoint = Some(argv);
+    // Docker: an ENTRYPOINT resets a CMD inherited from the base image.
+    if !state.cmd_set {
+        state.config.config.cmd = None;
+    }
+}
+
+pub fn volume(state: &mut StageState, paths: &[String]) -> Result<(), StepError> {
+    let volumes = state
+        .config
+        .config
+        .volumes
+        .get_or_insert_with(BTreeMap::new);
+    for p in paths {
+        if p.trim().is_empty() {
+            return Err(StepError::Invalid(
+                "VOLUME specified can not be an empty string".to_owned(),
+            ));
+        }
+        volumes.insert(p.clone(), EmptyObject {});
+    }
+    state.push_history(format!("VOLUME {}", go_quoted_list(paths)), true);
+    Ok(())
+}
+
+pub fn stopsignal(state: &mut StageState, signal: &str) {
+    state.config.config.stop_signal = Some(signal.to_owned());
+    state.push_history(format!("STOPSIGNAL {signal}"), true);
+}
+
+pub fn shell(state: &mut StageState, argv: &[String]) {
+    state.config.config.shell = Some(argv.to_vec());
+    state.push_history(format!("SHELL {}", go_quoted_list(argv)), true);
+}
+
+pub fn maintainer(state: &mut StageState, name: &str) {
+    state.config.author = Some(name.to_owned());
+    state.push_history(format!("MAINTAINER {name}"), true);
+}
+
+/// ARG inside a stage: visible to later expansion; never recorded in the config's env.
+pub fn arg(state: &mut StageState, name: &str, value: Option<String>) {
+    if let Some(v) = value {
+        state.args.insert(name.to_owned(), v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::ImageConfig;
+
+    fn state() -> StageState {
+        StageState::new(
+            ImageConfig::default(),
+            Vec::new(),
+            "2026-01-01T00:00:00Z".into(),
+        )
+    }
+
+    #[test]
+    fn shell_form_uses_the_stage_shell_and_entrypoint_resets_inherited_cmd() {
+        let mut s = state();
+        s.config.config.cmd = Some(vec!["inherited".into()]);
+        entrypoint(&mut s, &Command::Exec(vec!["/app".into()]));
+        assert_eq!(s.config.config.cmd, None);
+        shell(&mut s, &["/bin/bash".into(), "-eu".into(), "-c".into()]);
+        cmd(&mut s, &Command::Shell("echo hi".into()));
+        assert_eq!(
+            s.config.config.cmd.as_deref().unwrap(),
+            ["/bin/bash", "-eu", "-c", "echo hi"]
+        );
+        entrypoint(&mut s, &Command::Shell("run".into()));
+        assert!(
+            s.config.config.cmd.is_some(),
+            "a CMD set in this stage survives ENTRYPOINT"
+        );
+        assert_eq!(
+            s.config.history.last().unwrap().created_by.as_deref(),
+            Some(r#"ENTRYPOINT ["/bin/bash" "-eu" "-c" "run"]"#)
+        );
+        assert!(s.config.history.iter().all(|h| h.empty_layer));
+    }
+
+    #[test]
+    fn expose_normalizes_ports_and_ranges() {
+        let mut s = state();
+        expose(&mut s, &["80".into(), "53/UDP".into(), "8000-8002".into()]).unwrap();
+        let ports: Vec<&String> = s
+            .config
+            .config
+            .exposed_ports
+            .as_ref()
+            .unwrap()
+            .keys()
+            .collect();
+        assert_eq!(
+            ports,
+            ["53/udp", "80/tcp", "8000/tcp", "8001/tcp", "8002/tcp"]
+        );
+        for bad in ["0", "70000", "80/xyz", "9-8", "abc"] {
+            assert!(expose(&mut s, &[bad.into()]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn env_and_lookup() {
+        let mut s = state();
+        arg(&mut s, "V", Some("from-arg".into()));
+        assert_eq!(s.lookup("V").as_deref(), Some("from-arg"));
+        env(
+            &mut s,
+            &[("V".into(), "from-env".into()), ("W".into(), "a b".into())],
+        );
+        assert_eq!(
+            s.lookup("V").as_deref(),
+            Some("from-env"),
+            "ENV wins over ARG"
+        );
+        assert_eq!(
+            s.config.history.last().unwrap().created_by.as_deref(),
+            Some("ENV V=from-env W=a b")
+        );
+    }
+}

@@ -1,0 +1,234 @@
+//! One Dockerfile step run against a [`StageState`]: word expansion with the stage's variables,
+//! then the instruction's effect (one file per instruction family).
+
+pub mod copy;
+pub mod metadata;
+pub mod workdir;
+
+use frontend::{ArgValue, CommandLine, Step, StepKind};
+use snapshotter::layer::{Compression, LayerError};
+
+use super::context::Context;
+use super::fs_index::FsIndexError;
+use super::stage::StageState;
+use crate::progress::Reporter;
+use crate::registry::RegistryOptions;
+use crate::store::{Store, StoreError};
+use copy::{CopyError, CopySpec};
+use metadata::Command;
+
+/// The compression of layers kiln writes (zstd lands with the layers issue).
+pub const LAYER_COMPRESSION: Compression = Compression::Gzip;
+
+/// What steps may use.
+pub struct StepEnv<'a> {
+    pub store: &'a Store,
+    pub ctx: &'a Context,
+    pub registry: &'a RegistryOptions,
+    pub epoch: Option<u64>,
+    pub reporter: &'a dyn Reporter,
+}
+
+/// Why a step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error("{0} are not supported yet")]
+    Unsupported(&'static str),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Expand(#[from] frontend::expand::ExpandError),
+    #[error(transparent)]
+    Copy(#[from] CopyError),
+    #[error("base image {reference}")]
+    BaseImage {
+        reference: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error(transparent)]
+    FsIndex(#[from] FsIndexError),
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A boxed error source (the base image's parse or pull failure).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Run one step.
+pub fn run(env: &StepEnv<'_>, state: &mut StageState, step: &Step) -> Result<(), StepError> {
+    let snapshot = state.clone();
+    let lookup = move |name: &str| snapshot.lookup(name);
+    match &step.kind {
+        StepKind::Copy(c) => {
+            if c.from.is_some() {
+                return Err(StepError::Unsupported("COPY --from sources"));
+            }
+            if c.link || c.parents || !c.exclude.is_empty() {
+                return Err(StepError::Unsupported(
+                    "COPY --link, --parents and --exclude",
+                ));
+            }
+            if !c.contents.is_empty() {
+                return Err(StepError::Unsupported("COPY heredoc sources"));
+            }
+            let sources = c
+                .sources
+                .iter()
+                .map(|w| w.expand(&lookup))
+                .collect::<Result<Vec<_>, _>>()?;
+            let dest = c.dest.expand(&lookup)?;
+            let chown = c
+                .chown
+                .as_ref()
+                .map(|w| w.expand(&lookup))
+                .transpose()?
+                .map(|s| parse_chown(&s))
+                .transpose()?;
+            let chmod = c
+                .chmod
+                .as_ref()
+                .map(|w| w.expand(&lookup))
+                .transpose()?
+                .map(|s| parse_chmod(&s))
+                .transpose()?;
+            let spec = CopySpec {
+                sources,
+                dest,
+                workdir: state.workdir(),
+                chown,
+                chmod,
+                epoch: env.epoch,
+            };
+            let content = env.store.content();
+            let fs = state.fs(content)?;
+            let info = copy::copy_layer(env.ctx, fs, &spec, content, LAYER_COMPRESSION)?;
+            state.push_layer(
+                &info,
+                LAYER_COMPRESSION.media_type(),
+                format!("{} # buildkit", step.original),
+            );
+        }
+        StepKind::Env(e) => {
+            let mut expanded: Vec<(String, String)> = Vec::new();
+            for kv in &e.pairs {
+                // Each pair sees the ones before it on the same line, as in BuildKit.
+                let seen = |name: &str| {
+                    expanded
+                        .iter()
+                        .rev()
+                        .find(|(k, _)| k == name)
+                        .map(|(_, v)| v.clone())
+                        .or_else(|| lookup(name))
+                };
+                let key = kv.key.expand(&seen)?;
+                let value = kv.value.expand(&seen)?;
+                expanded.push((key, value));
+            }
+            metadata::env(state, &expanded);
+        }
+        StepKind::Label(l) => {
+            let expanded = l
+                .pairs
+                .iter()
+                .map(|kv| Ok((kv.key.expand(&lookup)?, kv.value.expand(&lookup)?)))
+                .collect::<Result<Vec<_>, StepError>>()?;
+            metadata::label(state, &expanded);
+        }
+        StepKind::Expose(e) => {
+            let mut specs = Vec::new();
+            for p in &e.ports {
+                specs.extend(p.expand_words(&lookup)?);
+            }
+            metadata::expose(state, &specs)?;
+        }
+        StepKind::User(u) => metadata::user(state, &u.user.expand(&lookup)?),
+        StepKind::Workdir(w) => workdir::workdir(
+            state,
+            env.store.content(),
+            &w.path.expand(&lookup)?,
+            env.epoch,
+            LAYER_COMPRESSION,
+        )?,
+        StepKind::Cmd(c) => metadata::cmd(state, &command(&c.command)),
+        StepKind::Entrypoint(c) => metadata::entrypoint(state, &command(&c.command)),
+        StepKind::Volume(v) => {
+            let mut paths = Vec::new();
+            for w in &v.paths {
+                if v.json {
+                    paths.push(w.expand(&lookup)?);
+                } else {
+                    paths.extend(w.expand_words(&lookup)?);
+                }
+            }
+            metadata::volume(state, &paths)?;
+        }
+        StepKind::StopSignal(s) => metadata::stopsignal(state, &s.signal.expand(&lookup)?),
+        StepKind::Shell(s) => metadata::shell(state, &s.shell),
+        StepKind::Maintainer(m) => metadata::maintainer(state, &m.name),
+        StepKind::Arg(a) => {
+            for binding in &a.args {
+                let value = match &binding.value {
+                    ArgValue::BuildArg(v) | ArgValue::Global(v) => Some(v.clone()),
+                    ArgValue::Default(w) => Some(w.expand(&lookup)?),
+                    ArgValue::Unset => None,
+                };
+                metadata::arg(state, &binding.name, value);
+            }
+        }
+        StepKind::Run(_) => {
+            return Err(StepError::Unsupported("RUN steps (they need the sandbox)"));
+        }
+        StepKind::Add(_) => return Err(StepError::Unsupported("ADD steps")),
+        StepKind::Healthcheck(_) => return Err(StepError::Unsupported("HEALTHCHECK steps")),
+        StepKind::Onbuild(_) => return Err(StepError::Unsupported("ONBUILD steps")),
+    }
+    Ok(())
+}
+
+fn command(c: &CommandLine) -> Command {
+    match c {
+        CommandLine::Exec(v) => Command::Exec(v.clone()),
+        CommandLine::Shell(s) => Command::Shell(s.clone()),
+    }
+}
+
+/// `--chown=UID[:GID]`; names need the image's passwd and group files (they land with RUN).
+fn parse_chown(s: &str) -> Result<(u64, u64), StepError> {
+    let (u, g) = s.split_once(':').unwrap_or((s, s));
+    match (u.parse::<u64>(), g.parse::<u64>()) {
+        (Ok(u), Ok(g)) => Ok((u, g)),
+        _ => Err(StepError::Invalid(format!(
+            "--chown={s}: user and group names are not supported yet; use numeric IDs"
+        ))),
+    }
+}
+
+/// `--chmod=OCTAL`.
+fn parse_chmod(s: &str) -> Result<u32, StepError> {
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| {
+            StepError::Invalid(format!(
+                "invalid --chmod={s}: expected an octal mode such as 755"
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chown_and_chmod() {
+        assert_eq!(parse_chown("1000").unwrap(), (1000, 1000));
+        assert_eq!(parse_chown("1:2").unwrap(), (1, 2));
+        assert!(parse_chown("app").is_err());
+        assert_eq!(parse_chmod("755").unwrap(), 0o755);
+        assert!(parse_chmod("9").is_err());
+        assert!(parse_chmod("17777").is_err());
+    }
+}

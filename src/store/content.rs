@@ -1,0 +1,349 @@
+//! The content store: immutable blobs addressed by digest at `blobs/sha256/<hex>`.
+//!
+//! A blob is written to a temp file under `ingest/`, hashed and counted as it streams, fsynced,
+//! checked against the expected digest and size, renamed into place, and the directory fsynced
+//! (containerd's `content/local/writer.go` does the same). A blob is therefore never visible
+//! half-written or with content that does not match its name. Ingest files left by a killed
+//! process are swept when the store opens.
+//!
+//! Not responsible for: knowing what a blob means (manifests, layers), or when it may be deleted.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use snapshotter::{Digest, DigestWriter};
+
+use super::layout::Layout;
+use super::{Result, StoreError};
+
+/// What a committed blob must be, when the caller knows it (e.g. from a descriptor).
+#[derive(Debug, Clone, Copy)]
+pub struct Expected {
+    pub digest: Digest,
+    pub size: Option<u64>,
+}
+
+/// A committed blob's identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobInfo {
+    pub digest: Digest,
+    pub size: u64,
+}
+
+/// The content store of one store root.
+#[derive(Debug, Clone)]
+pub struct ContentStore {
+    layout: Layout,
+}
+
+impl ContentStore {
+    /// Open (creating directories as needed) and sweep ingest files of dead processes.
+    pub fn open(layout: &Layout) -> Result<Self> {
+        fs_err::create_dir_all(layout.blobs_dir())?;
+        fs_err::create_dir_all(layout.ingest_dir())?;
+        let store = Self {
+            layout: layout.clone(),
+        };
+        store.sweep_ingest()?;
+        Ok(store)
+    }
+
+    /// Whether the blob is present.
+    pub fn contains(&self, digest: &Digest) -> bool {
+        self.layout.blob(digest).is_file()
+    }
+
+    /// Size of a present blob.
+    pub fn size(&self, digest: &Digest) -> Result<u64> {
+        let path = self.layout.blob(digest);
+        match fs_err::metadata(&path) {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::BlobNotFound(*digest)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Path of a present blob (for streaming readers that need a `File`).
+    pub fn path(&self, digest: &Digest) -> PathBuf {
+        self.layout.blob(digest)
+    }
+
+    /// Open a blob for reading.
+    pub fn open_blob(&self, digest: &Digest) -> Result<fs_err::File> {
+        let path = self.layout.blob(digest);
+        match fs_err::File::open(&path) {
+            Ok(f) => Ok(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::BlobNotFound(*digest)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Read a whole blob, verifying its digest (used for small JSON blobs).
+    pub fn read(&self, digest: &Digest) -> Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        self.open_blob(digest)?.read_to_end(&mut bytes)?;
+        let actual = Digest::of(&bytes);
+        if actual != *digest {
+            return Err(StoreError::Corrupt {
+                digest: *digest,
+                actual,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Write a whole in-memory blob.
+    pub fn put(&self, bytes: &[u8]) -> Result<BlobInfo> {
+        let mut writer = self.writer()?;
+        writer.write_all(bytes)?;
+        writer.commit(None)
+    }
+
+    /// Start writing a blob.
+    pub fn writer(&self) -> Result<BlobWriter> {
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("{}-", std::process::id()))
+            .suffix(".ingest")
+            .tempfile_in(self.layout.ingest_dir())
+            .map_err(|e| {
+                StoreError::Io(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "creating ingest file in {}: {e}",
+                        self.layout.ingest_dir().display()
+                    ),
+                ))
+            })?;
+        let (file, path) = tmp.keep().map_err(|e| StoreError::Io(e.error))?;
+        Ok(BlobWriter {
+            inner: Some(DigestWriter::new(BufWriter::with_capacity(
+                256 * 1024,
+                file,
+            ))),
+            tmp_path: path,
+            layout: self.layout.clone(),
+        })
+    }
+
+    /// Remove a blob. Missing blobs are not an error.
+    pub fn delete(&self, digest: &Digest) -> Result<()> {
+        match fs_err::remove_file(self.layout.blob(digest)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    fn sweep_ingest(&self) -> Result<()> {
+        for entry in fs_err::read_dir(self.layout.ingest_dir())? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.split('-').next())
+                .and_then(|p| p.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if !process_alive(pid) {
+                // A writer that died mid-ingest: its temp file never became a blob.
+                let _ = fs_err::remove_file(entry.path());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn process_alive(pid: i32) -> bool {
+    Path::new("/proc").join(pid.to_string()).exists()
+}
+
+/// A blob being written. Dropping it without [`BlobWriter::commit`] removes the temp file.
+pub struct BlobWriter {
+    inner: Option<DigestWriter<BufWriter<File>>>,
+    tmp_path: PathBuf,
+    layout: Layout,
+}
+
+impl BlobWriter {
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.inner.as_ref().map_or(0, DigestWriter::written)
+    }
+
+    /// Verify and publish the blob. With `expected`, a digest or size mismatch is an error and
+    /// nothing becomes visible (the temp file is removed on every error path).
+    pub fn commit(mut self, expected: Option<Expected>) -> Result<BlobInfo> {
+        let inner = self.inner.take().expect("commit consumes the writer");
+        let result = self.publish(inner, expected);
+        if result.is_err() {
+            let _ = fs_err::remove_file(&self.tmp_path);
+        }
+        result
+    }
+
+    fn publish(
+        &self,
+        inner: DigestWriter<BufWriter<File>>,
+        expected: Option<Expected>,
+    ) -> Result<BlobInfo> {
+        let (buf, digest, size) = inner.finish();
+        let file = buf
+            .into_inner()
+            .map_err(|e| StoreError::Io(e.into_error()))?;
+        if let Some(exp) = expected {
+            if exp.digest != digest {
+                return Err(StoreError::DigestMismatch {
+                    expected: exp.digest,
+                    actual: digest,
+                });
+            }
+            if let Some(want) = exp.size
+                && want != size
+            {
+                return Err(StoreError::SizeMismatch {
+                    digest,
+                    expected: want,
+                    actual: size,
+                });
+            }
+        }
+        file.sync_all().map_err(|e| {
+            StoreError::Io(io::Error::new(
+                e.kind(),
+                format!("fsync {}: {e}", self.tmp_path.display()),
+            ))
+        })?;
+        drop(file);
+        let dest = self.layout.blob(&digest);
+        if dest.exists() {
+            // Content-addressed: an existing blob with this name already has these bytes.
+            let _ = fs_err::remove_file(&self.tmp_path);
+        } else {
+            fs_err::rename(&self.tmp_path, &dest)?;
+            sync_dir(&self.layout.blobs_dir())?;
+        }
+        Ok(BlobInfo { digest, size })
+    }
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.as_mut().expect("writer is live").write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.as_mut().expect("writer is live").flush()
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        if self.inner.is_some() {
+            let _ = fs_err::remove_file(&self.tmp_path);
+        }
+    }
+}
+
+/// fsync a directory so a rename in it is durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    let d = fs_err::File::open(dir)?;
+    d.sync_all()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, ContentStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(&Layout::new(dir.path())).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn put_then_read_round_trips() {
+        let (_d, s) = store();
+        let info = s.put(b"hello").unwrap();
+        assert_eq!(info.digest, Digest::of(b"hello"));
+        assert_eq!(info.size, 5);
+        assert!(s.contains(&info.digest));
+        assert_eq!(s.read(&info.digest).unwrap(), b"hello");
+    }
+
+    #[test]
+    fn mismatched_digest_leaves_nothing() {
+        let (d, s) = store();
+        let mut w = s.writer().unwrap();
+        w.write_all(b"actual").unwrap();
+        let wrong = Digest::of(b"expected");
+        let err = w
+            .commit(Some(Expected {
+                digest: wrong,
+                size: None,
+            }))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::DigestMismatch { .. }), "{err}");
+        assert!(!s.contains(&wrong));
+        assert!(!s.contains(&Digest::of(b"actual")));
+        assert_eq!(
+            fs_err::read_dir(d.path().join("ingest")).unwrap().count(),
+            0
+        );
+    }
+
+    #[test]
+    fn mismatched_size_leaves_nothing() {
+        let (_d, s) = store();
+        let mut w = s.writer().unwrap();
+        w.write_all(b"abc").unwrap();
+        let err = w
+            .commit(Some(Expected {
+                digest: Digest::of(b"abc"),
+                size: Some(4),
+            }))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::SizeMismatch { .. }), "{err}");
+        assert!(!s.contains(&Digest::of(b"abc")));
+    }
+
+    #[test]
+    fn dropped_writer_removes_its_temp_file() {
+        let (d, s) = store();
+        let mut w = s.writer().unwrap();
+        w.write_all(b"partial").unwrap();
+        drop(w);
+        assert_eq!(
+            fs_err::read_dir(d.path().join("ingest")).unwrap().count(),
+            0
+        );
+    }
+
+    #[test]
+    fn stale_ingest_of_dead_process_is_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        fs_err::create_dir_all(layout.ingest_dir()).unwrap();
+        // PIDs are below 2^22 on Linux, so this one cannot be alive.
+        let stale = layout.ingest_dir().join("99999999-abc.ingest");
+        fs_err::write(&stale, b"x").unwrap();
+        ContentStore::open(&layout).unwrap();
+        assert!(!stale.exists());
+    }
+
+    #[test]
+    fn corrupt_blob_is_detected_on_read() {
+        let (d, s) = store();
+        let info = s.put(b"good").unwrap();
+        fs_err::write(
+            d.path().join("blobs/sha256").join(info.digest.hex()),
+            b"evil",
+        )
+        .unwrap();
+        assert!(matches!(
+            s.read(&info.digest),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+}

@@ -1,0 +1,10 @@
+//! Integration tests for the `kiln` binary (`cargo test --test it`): one binary, so the
+//! harness (local registry, fixtures) is built once.
+
+mod build_scratch;
+mod errors;
+mod harness;
+mod interop;
+mod oci_schema;
+mod registry_client;
+mod support;

@@ -1,0 +1,137 @@
+//! Helpers shared by the CLI end-to-end tests: running kiln and reading its store.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+use crate::harness;
+
+/// The result of one kiln invocation.
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Panics with the full output unless the command succeeded.
+    #[track_caller]
+    pub fn ok(self) -> Self {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "kiln failed\nstdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// Panics unless the command failed with `code`.
+    #[track_caller]
+    pub fn fails_with(self, code: i32) -> Self {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "expected exit {code}\nstdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+}
+
+fn finish(out: Output) -> Run {
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Run `kiln ARGS` against the store at `root`.
+pub fn kiln(root: &Path, args: &[&str]) -> Run {
+    finish(
+        harness::kiln_cmd(root)
+            .args(args)
+            .output()
+            .expect("kiln runs"),
+    )
+}
+
+/// Run `kiln ARGS` with extra environment.
+pub fn kiln_env(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = harness::kiln_cmd(root);
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    finish(cmd.output().expect("kiln runs"))
+}
+
+/// Write files (path → content) under `dir`, creating parents.
+pub fn write_files(dir: &Path, files: &[(&str, &str)]) {
+    for (path, content) in files {
+        let p = dir.join(path);
+        fs_err::create_dir_all(p.parent().unwrap()).unwrap();
+        fs_err::write(&p, content).unwrap();
+    }
+}
+
+/// A blob of the store, by `sha256:...` digest.
+pub fn blob(root: &Path, digest: &str) -> Vec<u8> {
+    let hex = digest.strip_prefix("sha256:").expect("sha256 digest");
+    fs_err::read(root.join("blobs/sha256").join(hex))
+        .unwrap_or_else(|e| panic!("blob {digest}: {e}"))
+}
+
+/// A JSON blob of the store.
+pub fn json_blob(root: &Path, digest: &str) -> Value {
+    serde_json::from_slice(&blob(root, digest)).unwrap()
+}
+
+/// `(path, entry type, mode, uid, gid)` of every entry of a gzip layer blob.
+pub fn layer_entries(root: &Path, digest: &str) -> Vec<(String, tar::EntryType, u32, u64, u64)> {
+    let bytes = blob(root, digest);
+    let mut tar_bytes = Vec::new();
+    flate2::read::GzDecoder::new(&bytes[..])
+        .read_to_end(&mut tar_bytes)
+        .unwrap();
+    let mut archive = tar::Archive::new(&tar_bytes[..]);
+    archive
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let h = e.header();
+            (
+                e.path().unwrap().to_string_lossy().into_owned(),
+                h.entry_type(),
+                h.mode().unwrap(),
+                h.uid().unwrap(),
+                h.gid().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The image manifest a name points at, via `kiln image inspect`.
+pub fn inspect(root: &Path, name: &str) -> Value {
+    let out = kiln(root, &["image", "inspect", name]).ok();
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    v[0].clone()
+}
+
+/// Files under `ingest/` (must be empty when no kiln is running).
+pub fn ingest_files(root: &Path) -> usize {
+    std::fs::read_dir(root.join("ingest"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Run a command, returning its output; panics with details on failure.
+pub fn run_tool(cmd: &mut Command) -> String {
+    harness::run_ok(cmd)
+}
