@@ -109,27 +109,14 @@ pub fn build(
             (None, _) => format!("stage-{}", stage.id.0),
         };
         index += 1;
-        let from_text = stage.original.clone();
         let step = StepId {
             stage: label.clone(),
             index,
             total,
         };
-        let started = Instant::now();
-        reporter.event(Event::StepStarted {
-            step: step.clone(),
-            text: from_text.clone(),
-        });
-        let mut state =
-            base::resolve(&env, stage, &done, &created).map_err(|source| BuildError::Step {
-                span: stage.location.span,
-                instruction: from_text,
-                source,
-            })?;
-        reporter.event(Event::StepFinished {
-            step,
-            elapsed: started.elapsed(),
-        });
+        let mut state = reported(reporter, step, &stage.original, stage.location.span, || {
+            base::resolve(&env, stage, &done, &created)
+        })?;
         for s in &stage.steps {
             index += 1;
             let step = StepId {
@@ -137,28 +124,16 @@ pub fn build(
                 index,
                 total,
             };
-            let started = Instant::now();
-            reporter.event(Event::StepStarted {
-                step: step.clone(),
-                text: s.original.clone(),
-            });
-            steps::run(&env, &mut state, s).map_err(|source| BuildError::Step {
-                span: s.location.span,
-                instruction: s.original.clone(),
-                source,
+            reported(reporter, step, &s.original, s.location.span, || {
+                steps::run(&env, &mut state, s)
             })?;
-            reporter.event(Event::StepFinished {
-                step,
-                elapsed: started.elapsed(),
-            });
         }
         done.insert(stage.id.0, state);
     }
     let final_state = done
         .remove(&plan.target_stage().id.0)
         .expect("the target stage was built");
-    let manifest = export::export(store, &final_state)?;
-    let image_id = final_state_id(store, &manifest)?;
+    let (manifest, image_id) = export::export(store, &final_state)?;
     reporter.event(Event::Exported {
         image_id: image_id.to_string(),
         manifest: manifest.digest.to_string(),
@@ -172,8 +147,29 @@ pub fn build(
     Ok(BuildOutput { manifest, image_id })
 }
 
-fn final_state_id(store: &Store, manifest: &Descriptor) -> Result<Digest, StoreError> {
-    Ok(store.image(manifest)?.id())
+/// Run one step between its start and finish events; a failure carries the step's location.
+fn reported<T>(
+    reporter: &dyn Reporter,
+    step: StepId,
+    text: &str,
+    span: Span,
+    run: impl FnOnce() -> Result<T, StepError>,
+) -> Result<T, BuildError> {
+    let started = Instant::now();
+    reporter.event(Event::StepStarted {
+        step: step.clone(),
+        text: text.to_owned(),
+    });
+    let out = run().map_err(|source| BuildError::Step {
+        span,
+        instruction: text.to_owned(),
+        source,
+    })?;
+    reporter.event(Event::StepFinished {
+        step,
+        elapsed: started.elapsed(),
+    });
+    Ok(out)
 }
 
 /// RFC 3339 time for `created`: `SOURCE_DATE_EPOCH` when set, else now.

@@ -78,6 +78,9 @@ fn busybox_from_skopeo_build_push_and_read_back() {
     assert_eq!(manifest.status, 200);
     assert_valid(OciKind::Manifest, &manifest.body);
     assert!(reg.has_blob("app", &id));
+    let config = reg.get(&format!("/v2/app/blobs/{id}"));
+    assert_eq!(config.status, 200);
+    assert_valid(OciKind::Config, &config.body);
 
     // A second push finds every blob there already.
     let again = kiln(root.path(), &["push", &format!("{host}/app:1")]).ok();
