@@ -47,6 +47,7 @@
 //!
 //! `F01xx` parsing, `F02xx` planning, `F03xx` warnings; see [`diagnostic::Code`].
 
+pub mod args;
 pub mod diagnostic;
 mod dockerfile;
 mod dump;

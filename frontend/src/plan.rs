@@ -29,9 +29,12 @@ use crate::word::Word;
 /// Inputs of planning that come from the command line.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PlanOptions {
-    /// `--build-arg NAME=VALUE`. Values are used as given, never expanded. The engine
-    /// also passes automatic platform args (`TARGETPLATFORM`, ...) here.
+    /// `--build-arg NAME=VALUE`. Values are used as given, never expanded.
     pub build_args: BTreeMap<String, String>,
+    /// Args the builder defines (the platform args, see [`crate::args`]): visible in `FROM`
+    /// lines without a declaration, and in a stage once declared; `--build-arg` and a
+    /// declaration's default take precedence.
+    pub automatic_args: BTreeMap<String, String>,
     /// `--target`: the stage to build; the last stage when `None`.
     pub target: Option<String>,
 }
@@ -242,11 +245,10 @@ struct Planner<'o, 'd> {
 
 impl<'d> Planner<'_, 'd> {
     fn global(&self, name: &str) -> Option<String> {
-        self.globals
-            .iter()
-            .rev()
-            .find(|g| g.name == name)
-            .and_then(|g| g.value.clone())
+        match self.globals.iter().rev().find(|g| g.name == name) {
+            Some(g) => g.value.clone(),
+            None => self.opts.automatic_args.get(name).cloned(),
+        }
     }
 
     fn expand_global(&self, word: &Word, diags: &mut Diagnostics) -> Option<String> {
@@ -288,7 +290,7 @@ impl<'d> Planner<'_, 'd> {
             let value = match (self.opts.build_args.get(&decl.name), &decl.default) {
                 (Some(v), _) => Some(v.clone()),
                 (None, Some(default)) => self.expand_global(default, diags),
-                (None, None) => None,
+                (None, None) => self.opts.automatic_args.get(&decl.name).cloned(),
             };
             self.globals.push(GlobalArg {
                 name: decl.name.clone(),
@@ -635,6 +637,7 @@ mod tests {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
             target: target.map(str::to_owned),
+            ..PlanOptions::default()
         };
         plan(&df, &opts)
     }
@@ -747,5 +750,40 @@ mod tests {
         assert_eq!(codes(&err), [Code::EmptyBaseName]);
         let err = plan_of("ARG A\nFROM ${A:?required}\n", &[], None).unwrap_err();
         assert_eq!(codes(&err), [Code::ExpansionFailed]);
+    }
+
+    #[test]
+    fn automatic_args_reach_from_and_declared_stage_args() {
+        let df = crate::parse(
+            "FROM --platform=$BUILDPLATFORM img:$TARGETARCH AS b\nARG TARGETOS\nARG UNDECLARED\n\
+             FROM scratch\nARG TARGETARCH=override\n",
+        )
+        .unwrap();
+        let opts = PlanOptions {
+            automatic_args: [
+                ("BUILDPLATFORM", "linux/amd64"),
+                ("TARGETARCH", "amd64"),
+                ("TARGETOS", "linux"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+            target: Some("b".into()),
+            ..PlanOptions::default()
+        };
+        let plan = plan(&df, &opts).unwrap();
+        let stage = plan.target_stage();
+        assert_eq!(stage.platform.as_deref(), Some("linux/amd64"));
+        assert!(
+            matches!(&stage.base, StageBase::Image { reference, .. } if reference == "img:amd64")
+        );
+        let StepKind::Arg(os) = &stage.steps[0].kind else {
+            panic!("ARG step")
+        };
+        assert_eq!(os.args[0].value, ArgValue::Global("linux".into()));
+        let StepKind::Arg(undeclared) = &stage.steps[1].kind else {
+            panic!("ARG step")
+        };
+        assert_eq!(undeclared.args[0].value, ArgValue::Unset);
     }
 }

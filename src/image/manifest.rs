@@ -76,6 +76,25 @@ impl Platform {
         }
     }
 
+    /// Whether `os/arch[/variant]` (as given to `--platform`) names this platform; a missing
+    /// variant matches any.
+    pub fn matches_slash_form(&self, p: &str) -> bool {
+        let mut parts = p.split('/');
+        let (os, arch, variant) = (parts.next(), parts.next(), parts.next());
+        parts.next().is_none()
+            && os == Some(self.os.as_str())
+            && arch == Some(self.architecture.as_str())
+            && (variant.is_none() || variant == self.variant.as_deref())
+    }
+
+    /// `os/arch[/variant]`.
+    pub fn slash_form(&self) -> String {
+        match &self.variant {
+            Some(v) => format!("{}/{}/{v}", self.os, self.architecture),
+            None => format!("{}/{}", self.os, self.architecture),
+        }
+    }
+
     /// Whether an index entry for `self` can run where `want` is asked for. A missing variant on
     /// either side matches (as containerd's default matcher does for arm64/v8).
     pub fn satisfies(&self, want: &Platform) -> bool {
@@ -142,6 +161,26 @@ mod tests {
             String::from_utf8(crate::image::canonical_json(&m)).unwrap(),
             json
         );
+    }
+
+    #[test]
+    fn platforms_print_and_match_like_docker() {
+        let mut p = Platform {
+            architecture: "arm64".into(),
+            os: "linux".into(),
+            os_version: None,
+            os_features: vec![],
+            variant: Some("v8".into()),
+        };
+        assert_eq!(p.slash_form(), "linux/arm64/v8");
+        assert!(p.matches_slash_form("linux/arm64") && p.matches_slash_form("linux/arm64/v8"));
+        assert!(
+            !p.matches_slash_form("linux/arm64/v7")
+                && !p.matches_slash_form("linux/amd64")
+                && !p.matches_slash_form("linux/arm64/v8/x")
+        );
+        p.variant = None;
+        assert_eq!(p.slash_form(), "linux/arm64");
     }
 
     #[test]

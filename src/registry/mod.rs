@@ -28,7 +28,7 @@ mod transport;
 pub use endpoint::DOCKER_HUB_API_HOST;
 pub use error::{ApiError, ApiErrors, RegistryError, Result};
 pub use observer::{BlobKind, NoopObserver, PROGRESS_STEP, TransferEvent, TransferObserver};
-pub use pull::{platform_string, pull};
+pub use pull::pull;
 pub use push::push;
 
 use crate::image::Platform;

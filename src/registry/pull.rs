@@ -127,17 +127,17 @@ fn select_platform(
             .iter()
             .filter_map(|d| d.platform.as_ref())
             .filter(|p| p.os != "unknown")
-            .map(platform_string)
+            .map(Platform::slash_form)
             .collect();
         return Err(RegistryError::PlatformNotFound {
             reference: shown.to_owned(),
-            wanted: platform_string(platform),
+            wanted: platform.slash_form(),
             available,
         });
     };
     if !media_type::is_manifest(&entry.media_type) {
         return Err(RegistryError::UnsupportedMediaType {
-            what: format!("the {} entry of {shown}", platform_string(platform)),
+            what: format!("the {} entry of {shown}", platform.slash_form()),
             media_type: entry.media_type.clone(),
         });
     }
@@ -162,14 +162,6 @@ fn select_platform(
         });
     }
     Ok(fetched)
-}
-
-/// `os/arch[/variant]`, as Docker prints platforms.
-pub fn platform_string(p: &Platform) -> String {
-    match &p.variant {
-        Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
-        None => format!("{}/{}", p.os, p.architecture),
-    }
 }
 
 /// Download one blob into the store unless it is there already.
@@ -296,23 +288,4 @@ fn put_manifest(store: &Store, fetched: &Fetched) -> Result<()> {
             source,
         })?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn platforms_print_like_docker() {
-        let mut p = Platform {
-            architecture: "arm64".into(),
-            os: "linux".into(),
-            os_version: None,
-            os_features: vec![],
-            variant: Some("v8".into()),
-        };
-        assert_eq!(platform_string(&p), "linux/arm64/v8");
-        p.variant = None;
-        assert_eq!(platform_string(&p), "linux/arm64");
-    }
 }

@@ -16,6 +16,9 @@ pub fn resolve(
     done: &BTreeMap<usize, StageState>,
     created: &str,
 ) -> Result<StageState, StepError> {
+    if let Some(p) = &stage.platform {
+        check_native(p)?;
+    }
     let mut state = match &stage.base {
         frontend::StageBase::Scratch => {
             StageState::new(scratch_config(), Vec::new(), created.to_owned())
@@ -62,6 +65,18 @@ pub fn resolve(
     };
     state.created = created.to_owned();
     Ok(state)
+}
+
+/// `FROM --platform=P`: only the native platform can be built until cross-building exists.
+fn check_native(p: &str) -> Result<(), StepError> {
+    let host = Platform::host();
+    if host.matches_slash_form(p) {
+        return Ok(());
+    }
+    Err(StepError::Invalid(format!(
+        "platform {p} is not the native platform ({}); cross-platform builds are not supported yet",
+        host.slash_form()
+    )))
 }
 
 /// The config of an empty image, as BuildKit makes it for `FROM scratch` (with a default PATH).

@@ -84,6 +84,7 @@ pub fn build(
     let opts = frontend::PlanOptions {
         build_args: req.build_args.clone(),
         target: req.target.clone(),
+        automatic_args: automatic_args(),
     };
     let plan = frontend::plan(&df, &opts).map_err(BuildError::Dockerfile)?;
     let ctx = Context::open(&req.context)?;
@@ -170,6 +171,17 @@ fn reported<T>(
         elapsed: started.elapsed(),
     });
     Ok(out)
+}
+
+/// The platform args for a native build (build platform = target platform = this host).
+fn automatic_args() -> BTreeMap<String, String> {
+    let host = crate::image::Platform::host();
+    let spec = frontend::args::PlatformSpec {
+        os: host.os,
+        architecture: host.architecture,
+        variant: host.variant,
+    };
+    frontend::args::platform_args(&spec, &spec)
 }
 
 /// RFC 3339 time for `created`: `SOURCE_DATE_EPOCH` when set, else now.

@@ -193,3 +193,43 @@ fn platform_other_than_host_is_refused() {
         out.stderr
     );
 }
+
+#[test]
+fn automatic_platform_args() {
+    let ctx = harness::tempdir();
+    write_files(
+        ctx.path(),
+        &[(
+            "Dockerfile",
+            "FROM --platform=$BUILDPLATFORM scratch\nARG TARGETARCH\nARG TARGETPLATFORM\nLABEL arch=$TARGETARCH platform=$TARGETPLATFORM undeclared=${BUILDOS:-unset}\n",
+        )],
+    );
+    let root = harness::tempdir();
+    kiln(
+        root.path(),
+        &["build", "-q", "-t", "p", ctx.path().to_str().unwrap()],
+    )
+    .ok();
+    let labels = &inspect(root.path(), "p")["Config"]["Labels"];
+    let arch = &inspect(root.path(), "p")["Architecture"];
+    assert_eq!(&labels["arch"], arch);
+    assert_eq!(
+        labels["platform"],
+        format!("linux/{}", arch.as_str().unwrap())
+    );
+    assert_eq!(
+        labels["undeclared"], "unset",
+        "platform args need a declaration inside a stage"
+    );
+
+    write_files(
+        ctx.path(),
+        &[("Dockerfile", "FROM --platform=linux/s390x scratch\n")],
+    );
+    let out = kiln(root.path(), &["build", ctx.path().to_str().unwrap()]).fails_with(1);
+    assert!(
+        out.stderr.contains("not the native platform") && out.stderr.contains("--> Dockerfile:1:1"),
+        "{}",
+        out.stderr
+    );
+}
