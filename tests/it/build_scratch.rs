@@ -295,3 +295,50 @@ fn same_inputs_same_digest_with_source_date_epoch() {
     );
     assert_eq!(inspect(a.path(), "app")["Created"], "2023-11-14T22:13:20Z");
 }
+
+#[test]
+fn concurrent_tags_are_all_kept() {
+    let ctx = context();
+    let root = harness::tempdir();
+    kiln(
+        root.path(),
+        &[
+            "build",
+            "-q",
+            "-t",
+            "app:base",
+            ctx.path().to_str().unwrap(),
+        ],
+    )
+    .ok();
+    // Sixteen kiln processes rewrite refs.json at once; the images lock serializes them, so
+    // no update is lost and the file is never seen half-written.
+    let handles: Vec<_> = (0..16)
+        .map(|i| {
+            let mut cmd = harness::kiln_cmd(root.path());
+            cmd.args(["tag", "app:base", &format!("app:p{i}")]);
+            std::thread::spawn(move || cmd.output().unwrap())
+        })
+        .collect();
+    for h in handles {
+        assert!(h.join().unwrap().status.success());
+    }
+    let listed = kiln(root.path(), &["images", "--format", "json"])
+        .ok()
+        .stdout;
+    let tags: std::collections::BTreeSet<String> = listed
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["Tag"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    for i in 0..16 {
+        assert!(
+            tags.contains(&format!("p{i}")),
+            "p{i} missing from {tags:?}"
+        );
+    }
+}
