@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-packages=(skopeo umoci docker-registry busybox-static jq curl ca-certificates build-essential pkg-config)
+packages=(skopeo umoci docker-registry busybox-static jq curl ca-certificates pigz zstd build-essential pkg-config)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null | grep -qx installed || missing+=("$p")

@@ -14,6 +14,8 @@
 //! | `F01xx` | parsing: directives, lines, instructions, flags, arguments |
 //! | `F02xx` | planning: stages, targets, global `ARG` expansion |
 //! | `F03xx` | warnings that do not stop a build |
+//! | `F04xx` | `.dockerignore` files |
+//! | rule name | build checks (`warning[FromAsCasing]`), see [`crate::checks`] |
 //!
 //! A code is never reused for a different meaning; see [`Code`] for the list.
 
@@ -21,7 +23,8 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::span::{Span, line_bounds, line_column};
+use crate::checks::Rule;
+use crate::span::{LineIndex, Span, line_bounds, line_column};
 
 /// Stable identifier of a kind of diagnostic, rendered as `F0104`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -59,6 +62,8 @@ pub enum Code {
     JsonFormRequired,
     /// F0116: a stage name that is not a valid name.
     InvalidStageName,
+    /// F0117: a malformed `# check=` directive or `BUILDKIT_DOCKERFILE_CHECK` value.
+    InvalidCheckOption,
     /// F0201: no `FROM`, or an instruction other than `ARG` before the first `FROM`.
     NoStage,
     /// F0202: two stages with the same name.
@@ -73,8 +78,14 @@ pub enum Code {
     ExpansionFailed,
     /// F0207: a base image name that is empty after `ARG` expansion.
     EmptyBaseName,
-    /// F0301: an empty line inside a continued instruction.
+    /// F0301: an empty line inside a continued instruction, as BuildKit's parser
+    /// reports it (in `Dockerfile::warnings`). Users see it through the checks, as
+    /// [`Rule::NoEmptyContinuation`] with the same span.
     EmptyContinuationLine,
+    /// F0401: a `.dockerignore` line that is not a valid pattern (`[`, a bare `!`).
+    InvalidIgnorePattern,
+    /// A build check finding, rendered with the rule's name (`FromAsCasing`).
+    Check(Rule),
 }
 
 impl Code {
@@ -96,6 +107,7 @@ impl Code {
             Code::InvalidOnbuild => "F0114",
             Code::JsonFormRequired => "F0115",
             Code::InvalidStageName => "F0116",
+            Code::InvalidCheckOption => "F0117",
             Code::NoStage => "F0201",
             Code::DuplicateStageName => "F0202",
             Code::UnknownTarget => "F0203",
@@ -104,6 +116,8 @@ impl Code {
             Code::ExpansionFailed => "F0206",
             Code::EmptyBaseName => "F0207",
             Code::EmptyContinuationLine => "F0301",
+            Code::InvalidIgnorePattern => "F0401",
+            Code::Check(rule) => rule.name(),
         }
     }
 }
@@ -187,6 +201,8 @@ impl Diagnostic {
     }
 
     /// The multi-line rendering of this one diagnostic (see [`Diagnostics::render`]).
+    /// To render many diagnostics of one source, use [`Diagnostic::render_indexed`]
+    /// (or [`Diagnostics::render`]), which do not rescan the source for each.
     pub fn render(&self, file_name: &str, source: &str) -> String {
         let header = format!("{}[{}]", self.severity.as_str(), self.code);
         render_snippet(
@@ -197,6 +213,24 @@ impl Diagnostic {
             self.span,
             self.label.as_deref(),
             self.help.as_deref(),
+        )
+    }
+
+    /// [`Diagnostic::render`] with the line starts of the source already indexed.
+    pub fn render_indexed(&self, file_name: &str, lines: &LineIndex<'_>) -> String {
+        let header = format!("{}[{}]", self.severity.as_str(), self.code);
+        Snippet {
+            header: &header,
+            message: &self.message,
+            file_name,
+            source: lines.source(),
+            span: self.span,
+            label: self.label.as_deref(),
+            help: self.help.as_deref(),
+        }
+        .render(
+            lines.line_column(self.span.start),
+            lines.line_bounds(self.span.start),
         )
     }
 }
@@ -213,35 +247,72 @@ pub fn render_snippet(
     label: Option<&str>,
     help: Option<&str>,
 ) -> String {
-    let (line, column) = line_column(source, span.start);
-    let bounds = line_bounds(source, span.start);
-    let text = bounds.text(source);
-    let width = line.to_string().len();
-    let arrow_pad = " ".repeat(width + 1);
-    let gutter = " ".repeat(width + 2);
-
-    // Underline from the span start to its end or the end of the line, at least one
-    // character. Tabs before the span are copied so the carets line up in terminals.
-    let start = span.start.clamp(bounds.start, bounds.end);
-    let end = span.end.clamp(start, bounds.end);
-    let indent: String = source[bounds.start..start]
-        .chars()
-        .map(|c| if c == '\t' { '\t' } else { ' ' })
-        .collect();
-    let carets = "^".repeat(source[start..end].chars().count().max(1));
-
-    let mut out = format!(
-        "{header}: {message}\n{arrow_pad}--> {file_name}:{line}:{column}\n{gutter}|\n {line} | {text}\n{gutter}| {indent}{carets}"
-    );
-    if let Some(label) = label {
-        out.push(' ');
-        out.push_str(label);
+    Snippet {
+        header,
+        message,
+        file_name,
+        source,
+        span,
+        label,
+        help,
     }
-    out.push('\n');
-    if let Some(help) = help {
-        out.push_str(&format!("{gutter}= help: {help}\n"));
+    .render(
+        line_column(source, span.start),
+        line_bounds(source, span.start),
+    )
+}
+
+/// The parts of a [`render_snippet`] rendering.
+struct Snippet<'a> {
+    header: &'a str,
+    message: &'a str,
+    file_name: &'a str,
+    source: &'a str,
+    span: Span,
+    label: Option<&'a str>,
+    help: Option<&'a str>,
+}
+
+impl Snippet<'_> {
+    /// Renders with the span's start at 1-based `(line, column)`, on the line `bounds`.
+    fn render(self, (line, column): (u32, u32), bounds: Span) -> String {
+        let Snippet {
+            header,
+            message,
+            file_name,
+            source,
+            span,
+            label,
+            help,
+        } = self;
+        let text = bounds.text(source);
+        let width = line.to_string().len();
+        let arrow_pad = " ".repeat(width + 1);
+        let gutter = " ".repeat(width + 2);
+
+        // Underline from the span start to its end or the end of the line, at least one
+        // character. Tabs before the span are copied so the carets line up in terminals.
+        let start = span.start.clamp(bounds.start, bounds.end);
+        let end = span.end.clamp(start, bounds.end);
+        let indent: String = source[bounds.start..start]
+            .chars()
+            .map(|c| if c == '\t' { '\t' } else { ' ' })
+            .collect();
+        let carets = "^".repeat(source[start..end].chars().count().max(1));
+
+        let mut out = format!(
+            "{header}: {message}\n{arrow_pad}--> {file_name}:{line}:{column}\n{gutter}|\n {line} | {text}\n{gutter}| {indent}{carets}"
+        );
+        if let Some(label) = label {
+            out.push(' ');
+            out.push_str(label);
+        }
+        out.push('\n');
+        if let Some(help) = help {
+            out.push_str(&format!("{gutter}= help: {help}\n"));
+        }
+        out
     }
-    out
 }
 
 /// Several diagnostics from one run, in the order they were found.
@@ -292,9 +363,10 @@ impl Diagnostics {
     ///    = help: did you mean `--chmod`?
     /// ```
     pub fn render(&self, file_name: &str, source: &str) -> String {
+        let lines = LineIndex::new(source);
         self.0
             .iter()
-            .map(|d| d.render(file_name, source))
+            .map(|d| d.render_indexed(file_name, &lines))
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -385,6 +457,16 @@ error[F0104]: unknown flag `--chmodd` for COPY
             Diagnostics::from(chmodd()).render("Dockerfile", SRC),
             expected
         );
+    }
+
+    #[test]
+    fn indexed_rendering_is_the_same() {
+        let src = "\u{feff}FROM a\r\n\tRUN é x\n";
+        let at = src.find('x').unwrap();
+        let d = Diagnostic::error(Code::NoStage, Span::new(at, at + 1), "m").with_label("l");
+        let lines = LineIndex::new(src);
+        assert_eq!(d.render_indexed("D", &lines), d.render("D", src));
+        assert!(d.render("D", src).contains("--> D:2:8\n"));
     }
 
     #[test]

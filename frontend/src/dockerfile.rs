@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::diagnostic::Diagnostics;
 use crate::instructions::{Instruction, from_node};
 use crate::lexer::Directives;
+use crate::span::LineIndex;
 use crate::syntax::parse_ast_lenient;
 
 /// A parsed Dockerfile: every instruction typed, in file order.
@@ -25,12 +26,13 @@ pub struct Dockerfile {
 /// Parses Dockerfile text into typed instructions, reporting every error found.
 pub fn parse(source: &str) -> Result<Dockerfile, Diagnostics> {
     let (ast, mut diags, broken) = parse_ast_lenient(source);
+    let lines = LineIndex::new(source);
     let instructions = ast
         .nodes
         .iter()
         .zip(broken)
         .filter(|(_, broken)| !broken)
-        .filter_map(|(node, _)| from_node(node, source, ast.escape, &mut diags))
+        .filter_map(|(node, _)| from_node(node, &lines, ast.escape, &mut diags))
         .collect();
     if !diags.is_empty() {
         // Report in file order, whichever layer found the problem.

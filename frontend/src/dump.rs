@@ -1,37 +1,101 @@
 //! BuildKit's AST dump format, for conformance tests and `--debug` output.
 //!
 //! Responsible for: rendering a [`Node`] as `(name ["--flag"] "arg" ...)` with Go's
-//! `strconv.Quote` rules, byte for byte as BuildKit's `Node.Dump()` does.
-//! Not responsible for: anything typed; this is the syntax-level view only.
+//! `strconv.Quote` rules, byte for byte as BuildKit's `Node.Dump()` does, and a whole
+//! file as one such line per instruction ([`dump`], [`Ast::dump`]), the format of
+//! BuildKit's parser corpus (`shared/conformance/buildkit-parser/FORMAT.md`).
+//! Not responsible for: anything typed; this is the syntax-level view only, so unknown
+//! instructions and flags dump without complaint, as they do in BuildKit's parser.
+//! Heredoc bodies, parser directives and comments produce no output (see FORMAT.md §6).
 
-use crate::syntax::Node;
+use std::fmt::Write as _;
+
+use crate::diagnostic::Diagnostics;
+use crate::syntax::{Ast, Node, parse_ast};
+
+/// Parses `text` at the syntax level and renders BuildKit's dump of it: one line per
+/// instruction, each ending with `\n`, e.g. `(from "alpine")\n(run "echo hi")\n`.
+///
+/// Fails with the syntax layer's diagnostics (invalid directives, non-string JSON
+/// arrays, malformed `ENV`/`LABEL`, unterminated heredocs, no instructions); the typed
+/// checks of [`parse`](crate::parse) (unknown keywords or flags, argument counts) are
+/// not applied, so this accepts what BuildKit's parser accepts.
+///
+/// ```
+/// let out = frontend::dump("FROM alpine AS base\nCOPY --chmod=755 a /b\n").unwrap();
+/// assert_eq!(out, "(from \"alpine\" \"AS\" \"base\")\n(copy [\"--chmod=755\"] \"a\" \"/b\")\n");
+/// ```
+pub fn dump(text: &str) -> Result<String, Diagnostics> {
+    parse_ast(text).map(|ast| ast.dump())
+}
+
+impl Ast {
+    /// BuildKit's dump of every instruction, one per line, each ending with `\n`.
+    pub fn dump(&self) -> String {
+        let mut out = String::new();
+        for node in &self.nodes {
+            out.push_str(&node.dump());
+            out.push('\n');
+        }
+        out
+    }
+}
 
 impl Node {
-    /// One line of BuildKit's dump, e.g. `(copy ["--from=a"] "x" "/y")`.
+    /// One line of BuildKit's dump, e.g. `(copy ["--from=a"] "x" "/y")`, with the
+    /// `ONBUILD` trigger nested: `(onbuild (run "x"))`.
+    ///
+    /// BuildKit builds each level as `lowercase(keyword) [flags] args [next]` and trims
+    /// it, so an empty keyword leaves no leading space. This walks the `ONBUILD` chain
+    /// in a loop, so however deep the nesting it uses no stack and linear time.
     pub fn dump(&self) -> String {
-        // BuildKit trims the node's text, so an empty keyword leaves no leading space.
+        let mut out = String::new();
+        let mut depth = 0;
+        let mut level = Some(self);
+        while let Some(node) = level {
+            let own = node.dump_own();
+            out.push('(');
+            depth += 1;
+            match &node.next {
+                // `trim(own + " " + next)`: only `own`'s start is at an end.
+                Some(_) if own.trim().is_empty() => {}
+                Some(_) => {
+                    out.push_str(own.trim_start());
+                    out.push(' ');
+                }
+                None => out.push_str(own.trim()),
+            }
+            level = node.next.as_deref();
+        }
+        for _ in 0..depth {
+            out.push(')');
+        }
+        out
+    }
+
+    /// This level's `lowercase(keyword) ["flags"] "args"`, without the trigger.
+    fn dump_own(&self) -> String {
         let mut out = self.keyword.to_lowercase();
         if !self.flags.is_empty() {
-            let flags: Vec<String> = self.flags.iter().map(|f| go_quote(&f.text)).collect();
             out.push_str(" [");
-            out.push_str(&flags.join(" "));
+            for (i, flag) in self.flags.iter().enumerate() {
+                if i > 0 {
+                    out.push(' ');
+                }
+                push_go_quoted(&mut out, &flag.text);
+            }
             out.push(']');
         }
         for arg in &self.args {
             out.push(' ');
-            out.push_str(&go_quote(&arg.text));
+            push_go_quoted(&mut out, &arg.text);
         }
-        if let Some(next) = &self.next {
-            out.push(' ');
-            out.push_str(&next.dump());
-        }
-        format!("({})", out.trim())
+        out
     }
 }
 
-/// Go's `strconv.Quote` for valid UTF-8.
-pub fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
+/// Appends Go's `strconv.Quote` of `s` (valid UTF-8) to `out`.
+fn push_go_quoted(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {
@@ -45,15 +109,19 @@ pub fn go_quote(s: &str) -> String {
             '\t' => out.push_str("\\t"),
             '\x0b' => out.push_str("\\v"),
             c if (c as u32) < 0x20 || c == '\x7f' => {
-                out.push_str(&format!("\\x{:02x}", c as u32));
+                let _ = write!(out, "\\x{:02x}", c as u32);
             }
             c if is_go_printable(c) => out.push(c),
-            c if (c as u32) < 0x10000 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push_str(&format!("\\U{:08x}", c as u32)),
+            // Writing to a `String` cannot fail.
+            c if (c as u32) < 0x10000 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => {
+                let _ = write!(out, "\\U{:08x}", c as u32);
+            }
         }
     }
     out.push('"');
-    out
 }
 
 /// An approximation of Go's `unicode.IsPrint`: letters, marks, numbers, punctuation,
@@ -83,6 +151,12 @@ fn is_go_printable(c: char) -> bool {
 mod tests {
     use super::*;
 
+    fn go_quote(s: &str) -> String {
+        let mut out = String::new();
+        push_go_quoted(&mut out, s);
+        out
+    }
+
     #[test]
     fn quoting() {
         assert_eq!(go_quote("a\"b\\"), r#""a\"b\\""#);
@@ -90,5 +164,39 @@ mod tests {
         assert_eq!(go_quote("☃ é"), "\"☃ é\"");
         assert_eq!(go_quote("\u{200b}\u{a0}"), r#""\u200b\u00a0""#);
         assert_eq!(go_quote("\0"), r#""\x00""#);
+        assert_eq!(go_quote("\u{10ffff}\u{1f600}"), "\"\\U0010ffff\u{1f600}\"");
+    }
+
+    #[test]
+    fn whole_file() {
+        let src = "# escape=`\nFROM a\nRUN <<EOF\nbody\nEOF\n# comment\nMyCmd x y\n";
+        assert_eq!(
+            dump(src).unwrap(),
+            "(from \"a\")\n(run \"<<EOF\")\n(mycmd \"\")\n"
+        );
+        assert!(dump("# only a comment\n").is_err());
+        assert!(dump("RUN <<EOF\nno terminator\n").is_err());
+    }
+
+    #[test]
+    fn onbuild_nesting_and_empty_keywords() {
+        let out = dump("ONBUILD ONBUILD --x=1 RUN a\nONBUILD\nX\n\\\n").unwrap();
+        assert_eq!(
+            out,
+            "(onbuild (onbuild [\"--x=1\"] (run \"a\")))\n(onbuild)\n(x \"\")\n(\"\")\n"
+        );
+    }
+
+    #[test]
+    fn deep_onbuild_nesting_dumps_without_recursion() {
+        let depth = 200;
+        let src = format!("{}RUN x\n", "ONBUILD ".repeat(depth));
+        let out = dump(&src).unwrap();
+        let expected = format!(
+            "{}(run \"x\"){}\n",
+            "(onbuild ".repeat(depth),
+            ")".repeat(depth)
+        );
+        assert_eq!(out, expected);
     }
 }

@@ -1,23 +1,30 @@
 //! Word expansion with BuildKit's shell-lexer semantics.
 //!
 //! Responsible for: `$V`, `${V}`, `${V:-w}`, `${V-w}`, `${V:+w}`, `${V+w}`, `${V:?msg}`,
-//! `${V?msg}`, positional and special parameters (always unset in a Dockerfile),
-//! single and double quotes, the escape token, quote removal, and splitting a word into
-//! several words at unquoted whitespace (including whitespace that comes from an unquoted
-//! variable). The result matches BuildKit's `ProcessWord` / `ProcessWords`.
-//! Not responsible for: knowing which variables exist (the caller's `lookup` decides),
-//! or which instructions expand their words (see the crate docs).
-//!
-//! Prefix and suffix removal (`${V#p}`, `${V##p}`, `${V%p}`, `${V%%p}`) are supported with
-//! shell patterns (`*`, `?`, `[...]`). The replacement operators `${V/p/r}` and
-//! `${V//p/r}` are recognised and their operands scanned with BuildKit's rules, but
-//! evaluating them is not implemented yet: they fail with
-//! [`ExpandError::PatternNotSupported`] rather than giving a wrong value.
+//! `${V?msg}`, prefix/suffix removal (`${V#p}`, `${V##p}`, `${V%p}`, `${V%%p}`),
+//! replacement (`${V/p/r}`, `${V//p/r}`), positional and special parameters (always
+//! unset in a Dockerfile), single and double quotes, the escape token, quote removal,
+//! and splitting a word into several words at unquoted whitespace (including
+//! whitespace that comes from an unquoted variable). The result matches BuildKit's
+//! `ProcessWord` / `ProcessWords`; [`expand_heredoc`] matches its `ExpandRaw` for
+//! heredoc bodies. Patterns are BuildKit's (see `pattern`): `*` and `?` only, no
+//! bracket expressions. Operands nest to any depth (`${A:-${B:-"${C}"}}`), as in
+//! BuildKit, which has no limit either: the nesting is kept on an explicit stack rather
+//! than the thread's, so a deep word costs memory in proportion to its length, never a
+//! stack overflow.
+//! Not responsible for: knowing which variables exist (the caller's `lookup` decides;
+//! it is called once per reference, so a recording lookup sees every variable a word
+//! uses, as BuildKit's matched/unmatched sets do), or which instructions expand which
+//! words (see the crate docs).
+
+mod pattern;
 
 use thiserror::Error;
 
 use crate::diagnostic::{Code, Diagnostic};
 use crate::span::Span;
+use pattern::Pattern;
+pub use pattern::PatternError;
 
 /// Why a word could not be expanded. Messages follow BuildKit's.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
@@ -32,10 +39,13 @@ pub enum ExpandError {
     UnsupportedModifier { modifier: String },
     #[error("{name}: {message}")]
     Required { name: String, message: String },
-    #[error("pattern substitution `{operator}` on `{name}` is not supported yet")]
-    PatternNotSupported {
-        name: String,
-        operator: &'static str,
+    #[error("syntax error: missing '/' in ${{}}")]
+    MissingSlash,
+    #[error("invalid pattern ({pattern}) in substitution: {source}")]
+    InvalidPattern {
+        pattern: String,
+        #[source]
+        source: PatternError,
     },
 }
 
@@ -68,6 +78,18 @@ pub fn expand_words(
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<String>, ExpandError> {
     Lexer::new(escape, lookup).process(word).map(|(_, ws)| ws)
+}
+
+/// Expands a heredoc body of `COPY`/`ADD` as BuildKit's `ExpandRaw` does: quotes are
+/// ordinary characters, `\\` is the escape (whatever the file's escape token), and
+/// variables are substituted.
+pub fn expand_heredoc(
+    body: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ExpandError> {
+    let mut lexer = Lexer::new('\\', lookup);
+    lexer.skip_quotes = true;
+    lexer.process(body).map(|(w, _)| w)
 }
 
 /// Splits `line` into shell words keeping quotes, escapes and `$` references as
@@ -139,6 +161,8 @@ struct Lexer<'l> {
     raw_quotes: bool,
     raw_escapes: bool,
     skip_unset: bool,
+    /// Quotes are ordinary characters (BuildKit's `SkipProcessQuotes`).
+    skip_quotes: bool,
 }
 
 type Processed = (String, Vec<String>);
@@ -153,13 +177,22 @@ impl<'l> Lexer<'l> {
             raw_quotes: false,
             raw_escapes: false,
             skip_unset: false,
+            skip_quotes: false,
         }
     }
 
+    /// Expands `word`: BuildKit's `process`, which recurses once per `${...}` operand
+    /// and per double-quoted string. Here those nest on an explicit stack of [`Frame`]s
+    /// instead, so nesting of any depth (`${A:-${A:-...}}`, from a generated file or a
+    /// fuzzer) costs heap memory, not thread stack. The steps, and which error wins, are
+    /// those of the recursive form.
     fn process(&mut self, word: &str) -> Result<Processed, ExpandError> {
         self.chars = word.chars().collect();
         self.pos = 0;
-        self.process_stop_on(None, false)
+        let saved = self.raw_escapes;
+        let result = self.run();
+        self.raw_escapes = saved;
+        result
     }
 
     fn peek(&self) -> Option<char> {
@@ -172,67 +205,101 @@ impl<'l> Lexer<'l> {
         Some(c)
     }
 
-    fn process_stop_on(
-        &mut self,
-        stop: Option<char>,
-        raw_escapes: bool,
-    ) -> Result<Processed, ExpandError> {
-        let saved = self.raw_escapes;
-        self.raw_escapes |= raw_escapes;
-        let result = self.process_stop_on_inner(stop);
-        self.raw_escapes = saved;
-        result
+    /// The machine behind [`Lexer::process`]: always at least the outermost text frame on
+    /// the stack until it finishes.
+    fn run(&mut self) -> Result<Processed, ExpandError> {
+        let mut stack = vec![self.text_frame(None, self.raw_escapes, Then::Finish)];
+        loop {
+            let step = match stack.last_mut() {
+                Some(Frame::Text(text)) => self.text_step(text),
+                Some(Frame::DoubleQuote(quoted)) => self.double_quote_step(quoted),
+                // Not reached: the outermost frame returns below.
+                None => return Err(ExpandError::Unterminated { expected: "}" }),
+            };
+            let outcome = match step {
+                Ok(Step::Continue) => continue,
+                Ok(Step::Push(frame)) => {
+                    stack.push(frame);
+                    continue;
+                }
+                Ok(Step::Dollar(value)) => {
+                    deliver(&mut stack, Value::Unquoted(value));
+                    continue;
+                }
+                Ok(Step::Pop) => self.finish(&mut stack),
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(Finished::Done(processed)) => return Ok(processed),
+                Ok(Finished::Pushed(frame)) => stack.push(frame),
+                Ok(Finished::Value(value)) => deliver(&mut stack, value),
+                Err(e) => return Err(self.unwind(&mut stack, e)),
+            }
+        }
     }
 
-    fn process_stop_on_inner(&mut self, stop: Option<char>) -> Result<Processed, ExpandError> {
-        let mut result = String::new();
-        let mut words = Words::default();
-        while let Some(ch) = self.peek() {
-            if Some(ch) == stop {
+    /// A text frame ending at `stop` with the escape mode `raw_escapes`: BuildKit sets
+    /// the mode for the nested text and restores it after (see [`Lexer::finish`]).
+    fn text_frame(&mut self, stop: Option<char>, raw_escapes: bool, then: Then) -> Frame {
+        let saved = std::mem::replace(&mut self.raw_escapes, raw_escapes);
+        Frame::Text(TextFrame {
+            stop,
+            saved_raw_escapes: saved,
+            result: String::new(),
+            words: Words::default(),
+            then,
+        })
+    }
+
+    /// One step of BuildKit's `processStopOn` loop.
+    fn text_step(&mut self, frame: &mut TextFrame) -> Result<Step, ExpandError> {
+        let Some(ch) = self.peek() else {
+            return match frame.stop {
+                None => Ok(Step::Pop),
+                Some('}') => Err(ExpandError::Unterminated { expected: "}" }),
+                Some('/') => Err(ExpandError::Unterminated { expected: "/" }),
+                Some(_) => Err(ExpandError::Unterminated { expected: "?" }),
+            };
+        };
+        if Some(ch) == frame.stop {
+            self.next();
+            return Ok(Step::Pop);
+        }
+        match ch {
+            '$' => return self.start_dollar(),
+            '\'' if !self.skip_quotes => {
+                let value = self.process_single_quote()?;
+                frame.result.push_str(&value);
+                frame.words.add_raw_string(&value);
+            }
+            '"' if !self.skip_quotes => {
+                let open = self.next();
+                let mut result = String::new();
+                if self.raw_quotes {
+                    result.extend(open);
+                }
+                return Ok(Step::Push(Frame::DoubleQuote(result)));
+            }
+            _ => {
                 self.next();
-                return Ok((result, words.finish()));
-            }
-            match ch {
-                '$' => {
-                    let value = self.process_dollar()?;
-                    result.push_str(&value);
-                    words.add_string(&value);
-                }
-                '\'' => {
-                    let value = self.process_single_quote()?;
-                    result.push_str(&value);
-                    words.add_raw_string(&value);
-                }
-                '"' => {
-                    let value = self.process_double_quote()?;
-                    result.push_str(&value);
-                    words.add_raw_string(&value);
-                }
-                _ => {
-                    self.next();
-                    if ch == self.escape {
-                        if self.raw_escapes {
-                            words.add_raw_char(ch);
-                            result.push(ch);
-                        }
-                        // The escape token escapes the next character; at the end of
-                        // the text it is dropped.
-                        let Some(escaped) = self.next() else { break };
-                        words.add_raw_char(escaped);
-                        result.push(escaped);
-                    } else {
-                        words.add_char(ch);
-                        result.push(ch);
+                if ch == self.escape {
+                    if self.raw_escapes {
+                        frame.words.add_raw_char(ch);
+                        frame.result.push(ch);
                     }
+                    // The escape token escapes the next character; at the end of the
+                    // text it is dropped (and the next step sees the end).
+                    if let Some(escaped) = self.next() {
+                        frame.words.add_raw_char(escaped);
+                        frame.result.push(escaped);
+                    }
+                } else {
+                    frame.words.add_char(ch);
+                    frame.result.push(ch);
                 }
             }
         }
-        match stop {
-            Some('}') => Err(ExpandError::Unterminated { expected: "}" }),
-            Some('/') => Err(ExpandError::Unterminated { expected: "/" }),
-            Some(_) => Err(ExpandError::Unterminated { expected: "?" }),
-            None => Ok((result, words.finish())),
-        }
+        Ok(Step::Continue)
     }
 
     /// Everything up to the next `'` is literal; there is no way to escape a `'`.
@@ -260,49 +327,39 @@ impl<'l> Lexer<'l> {
         }
     }
 
-    /// Everything up to the next unescaped `"` is literal except `$` expansions; the
-    /// escape token only escapes `"`, `$` and itself and is kept before anything else.
-    fn process_double_quote(&mut self) -> Result<String, ExpandError> {
-        let mut result = String::new();
-        let open = self.next();
-        if self.raw_quotes {
-            result.extend(open);
-        }
-        loop {
-            match self.peek() {
-                None => {
-                    return Err(ExpandError::Unterminated {
-                        expected: "double-quote",
-                    });
+    /// One step inside double quotes: everything up to the next unescaped `"` is literal
+    /// except `$` expansions; the escape token only escapes `"`, `$` and itself and is
+    /// kept before anything else.
+    fn double_quote_step(&mut self, result: &mut String) -> Result<Step, ExpandError> {
+        match self.peek() {
+            None => Err(ExpandError::Unterminated {
+                expected: "double-quote",
+            }),
+            Some('"') => {
+                self.next();
+                if self.raw_quotes {
+                    result.push('"');
                 }
-                Some('"') => {
-                    self.next();
-                    if self.raw_quotes {
-                        result.push('"');
+                Ok(Step::Pop)
+            }
+            Some('$') => self.start_dollar(),
+            Some(_) => {
+                let mut ch = self.next().unwrap_or_default();
+                if ch == self.escape {
+                    if self.raw_escapes {
+                        result.push(ch);
                     }
-                    return Ok(result);
-                }
-                Some('$') => {
-                    let value = self.process_dollar()?;
-                    result.push_str(&value);
-                }
-                Some(_) => {
-                    let mut ch = self.next().unwrap_or_default();
-                    if ch == self.escape {
-                        if self.raw_escapes {
-                            result.push(ch);
+                    match self.peek() {
+                        None => return Ok(Step::Continue),
+                        Some(c) if c == '"' || c == '$' || c == self.escape => {
+                            ch = c;
+                            self.next();
                         }
-                        match self.peek() {
-                            None => continue,
-                            Some(c) if c == '"' || c == '$' || c == self.escape => {
-                                ch = c;
-                                self.next();
-                            }
-                            Some(_) => {}
-                        }
+                        Some(_) => {}
                     }
-                    result.push(ch);
                 }
+                result.push(ch);
+                Ok(Step::Continue)
             }
         }
     }
@@ -311,18 +368,20 @@ impl<'l> Lexer<'l> {
         (self.lookup)(name)
     }
 
-    fn process_dollar(&mut self) -> Result<String, ExpandError> {
+    /// BuildKit's `processDollar` up to its operand: a whole `$name` or `${name}`, or a
+    /// new frame for the operand of `${name<op>...}`.
+    fn start_dollar(&mut self) -> Result<Step, ExpandError> {
         self.next(); // the `$`
         if self.peek() != Some('{') {
             let name = self.process_name();
             if name.is_empty() {
-                return Ok("$".to_owned());
+                return Ok(Step::Dollar("$".to_owned()));
             }
-            return Ok(match self.variable(&name) {
+            return Ok(Step::Dollar(match self.variable(&name) {
                 Some(value) => value,
                 None if self.skip_unset => format!("${name}"),
                 None => String::new(),
-            });
+            }));
         }
         self.next(); // the `{`
         match self.peek() {
@@ -335,39 +394,109 @@ impl<'l> Lexer<'l> {
             return Err(ExpandError::MissingBrace);
         };
         match ch {
-            '}' => Ok(match self.variable(&name) {
+            '}' => Ok(Step::Dollar(match self.variable(&name) {
                 Some(value) => value,
                 None if self.skip_unset => format!("${{{name}}}"),
                 None => String::new(),
-            }),
-            ':' | '+' | '-' | '?' | '#' | '%' => self.process_modifier(&name, ch),
-            '/' => self.process_replace(&name),
+            })),
+            ':' | '+' | '-' | '?' | '#' | '%' => {
+                let mut modifier = ch.to_string();
+                let null_is_unset = ch == ':';
+                let op = if null_is_unset {
+                    let next = self.next();
+                    modifier.extend(next);
+                    next
+                } else {
+                    Some(ch)
+                };
+                let pattern = matches!(op, Some('#' | '%'));
+                if null_is_unset && pattern {
+                    return Err(ExpandError::UnsupportedModifier { modifier });
+                }
+                let then = Then::Modifier {
+                    name,
+                    modifier,
+                    op,
+                    null_is_unset,
+                };
+                Ok(Step::Push(self.text_frame(Some('}'), pattern, then)))
+            }
+            '/' => {
+                let all = self.peek() == Some('/');
+                if all {
+                    self.next();
+                }
+                let then = Then::ReplacePattern { name, all };
+                Ok(Step::Push(self.text_frame(Some('/'), true, then)))
+            }
             other => Err(ExpandError::UnsupportedModifier {
                 modifier: other.to_string(),
             }),
         }
     }
 
-    /// `${name<op>word}` after `op`'s first character has been read.
-    fn process_modifier(&mut self, name: &str, first: char) -> Result<String, ExpandError> {
-        let mut modifier = first.to_string();
-        let null_is_unset = first == ':';
-        let op = if null_is_unset {
-            let next = self.next();
-            modifier.extend(next);
-            next
-        } else {
-            Some(first)
+    /// Pops the finished top frame and does what its caller does with it.
+    fn finish(&mut self, stack: &mut Vec<Frame>) -> Result<Finished, ExpandError> {
+        let text = match stack.pop() {
+            Some(Frame::Text(text)) => text,
+            Some(Frame::DoubleQuote(result)) => return Ok(Finished::Value(Value::Quoted(result))),
+            None => return Err(ExpandError::Unterminated { expected: "}" }),
         };
-        let pattern = matches!(op, Some('#' | '%'));
-        if null_is_unset && pattern {
-            return Err(ExpandError::UnsupportedModifier { modifier });
+        self.raw_escapes = text.saved_raw_escapes;
+        let word = text.result;
+        match text.then {
+            Then::Finish => Ok(Finished::Done((word, text.words.finish()))),
+            Then::Modifier {
+                name,
+                modifier,
+                op,
+                null_is_unset,
+            } => self
+                .modifier_value(&name, &modifier, op, null_is_unset, word)
+                .map(|v| Finished::Value(Value::Unquoted(v))),
+            Then::ReplacePattern { name, all } => {
+                let then = Then::Replacement {
+                    name,
+                    all,
+                    pattern: word,
+                };
+                Ok(Finished::Pushed(self.text_frame(Some('}'), true, then)))
+            }
+            Then::Replacement { name, all, pattern } => self
+                .replace_value(&name, all, &pattern, &word)
+                .map(|v| Finished::Value(Value::Unquoted(v))),
         }
-        let word = match self.process_stop_on(Some('}'), pattern) {
-            Ok((word, _)) => word,
-            Err(_) if self.peek().is_none() => return Err(ExpandError::MissingBrace),
-            Err(e) => return Err(e),
-        };
+    }
+
+    /// Pops frames from the top until the outermost, as the recursive form returns an
+    /// error through its callers: an operand that is cut off by the end of the text
+    /// reports the missing `}` (or `/`) of the frame that was reading it.
+    fn unwind(&mut self, stack: &mut Vec<Frame>, mut error: ExpandError) -> ExpandError {
+        while let Some(frame) = stack.pop() {
+            let Frame::Text(text) = frame else { continue };
+            self.raw_escapes = text.saved_raw_escapes;
+            let at_end = self.peek().is_none();
+            error = match text.then {
+                Then::Finish => return error,
+                Then::Modifier { .. } | Then::Replacement { .. } if at_end => {
+                    ExpandError::MissingBrace
+                }
+                Then::ReplacePattern { .. } if at_end => ExpandError::MissingSlash,
+                _ => error,
+            };
+        }
+        error
+    }
+
+    /// The value of `${name<modifier>word}`, `word` expanded.
+    fn modifier_value(
+        &self,
+        name: &str,
+        modifier: &str,
+        op: Option<char>,
+        null_is_unset: bool,
+        word: String,
+    ) -> Result<String, ExpandError> {
         let value = self.variable(name);
         if self.skip_unset && value.is_none() {
             return Ok(format!("${{{name}{modifier}{word}}}"));
@@ -392,44 +521,46 @@ impl<'l> Lexer<'l> {
             },
             Some(c @ ('#' | '%')) => {
                 // `#`/`%` remove the shortest matching prefix/suffix, `##`/`%%` the longest.
-                let (longest, pattern) = match word.strip_prefix(c) {
+                let (greedy, text) = match word.strip_prefix(c) {
                     Some(rest) => (true, rest),
                     None => (false, word.as_str()),
                 };
+                let pattern = parse_pattern(text)?;
                 let value = value.unwrap_or_default();
                 Ok(if c == '#' {
-                    trim_prefix(&value, pattern, longest)
+                    pattern::trim_prefix(&value, &pattern, greedy)
                 } else {
-                    trim_suffix(&value, pattern, longest)
+                    pattern::trim_suffix(&value, &pattern, greedy)
                 })
             }
-            _ => Err(ExpandError::UnsupportedModifier { modifier }),
+            _ => Err(ExpandError::UnsupportedModifier {
+                modifier: modifier.to_owned(),
+            }),
         }
     }
 
-    /// `${name/pattern/replacement}` and `${name//pattern/replacement}`.
-    fn process_replace(&mut self, name: &str) -> Result<String, ExpandError> {
-        let all = self.peek() == Some('/');
-        if all {
-            self.next();
+    /// The value of `${name/pattern/replacement}` (first match) and
+    /// `${name//pattern/replacement}` (every match). Both operands keep their escapes for
+    /// the pattern reader; the replacement is used as it is (so `\/` stays `\/`, as in
+    /// BuildKit).
+    fn replace_value(
+        &self,
+        name: &str,
+        all: bool,
+        pattern_text: &str,
+        replacement: &str,
+    ) -> Result<String, ExpandError> {
+        let value = self.variable(name);
+        if self.skip_unset && value.is_none() {
+            // BuildKit writes a single `/` back even for `//`.
+            return Ok(format!("${{{name}/{pattern_text}/{replacement}}}"));
         }
-        if let Err(e) = self.process_stop_on(Some('/'), true) {
-            return Err(if self.peek().is_none() {
-                ExpandError::Unterminated { expected: "/" }
-            } else {
-                e
-            });
-        }
-        if let Err(e) = self.process_stop_on(Some('}'), true) {
-            return Err(if self.peek().is_none() {
-                ExpandError::MissingBrace
-            } else {
-                e
-            });
-        }
-        Err(ExpandError::PatternNotSupported {
-            name: name.to_owned(),
-            operator: if all { "//" } else { "/" },
+        let pattern = parse_pattern(pattern_text)?;
+        let value = value.unwrap_or_default();
+        Ok(if all {
+            pattern::replace_all(&value, &pattern, replacement)
+        } else {
+            pattern::replace_first(&value, &pattern, replacement)
         })
     }
 
@@ -459,86 +590,94 @@ impl<'l> Lexer<'l> {
     }
 }
 
-/// `value` without its shortest (or longest) prefix matching the glob `pattern`.
-fn trim_prefix(value: &str, pattern: &str, longest: bool) -> String {
-    let pattern: Vec<char> = pattern.chars().collect();
-    let mut cuts: Vec<usize> = (0..=value.len())
-        .filter(|&i| value.is_char_boundary(i))
-        .collect();
-    if longest {
-        cuts.reverse();
-    }
-    let chars = |s: &str| s.chars().collect::<Vec<_>>();
-    cuts.into_iter()
-        .find(|&i| glob_match(&pattern, &chars(&value[..i])))
-        .map_or_else(|| value.to_owned(), |i| value[i..].to_owned())
+/// A text being expanded that nests inside another (see [`Lexer::process`]).
+enum Frame {
+    /// Text up to a stop character (or the end): BuildKit's `processStopOn`.
+    Text(TextFrame),
+    /// A double-quoted string, its opening quote read.
+    DoubleQuote(String),
 }
 
-/// `value` without its shortest (or longest) suffix matching the glob `pattern`.
-fn trim_suffix(value: &str, pattern: &str, longest: bool) -> String {
-    let pattern: Vec<char> = pattern.chars().collect();
-    let mut cuts: Vec<usize> = (0..=value.len())
-        .filter(|&i| value.is_char_boundary(i))
-        .collect();
-    if !longest {
-        cuts.reverse();
-    }
-    let chars = |s: &str| s.chars().collect::<Vec<_>>();
-    cuts.into_iter()
-        .find(|&i| glob_match(&pattern, &chars(&value[i..])))
-        .map_or_else(|| value.to_owned(), |i| value[..i].to_owned())
+struct TextFrame {
+    stop: Option<char>,
+    /// The escape mode of the enclosing text, restored when this frame ends.
+    saved_raw_escapes: bool,
+    result: String,
+    words: Words,
+    then: Then,
 }
 
-/// Shell pattern matching of the whole `text`: `*`, `?`, `[...]` (with `!`/`^` and
-/// ranges) and `\` escapes.
-fn glob_match(pattern: &[char], text: &[char]) -> bool {
-    match pattern.first() {
-        None => text.is_empty(),
-        Some('*') => (0..=text.len()).any(|i| glob_match(&pattern[1..], &text[i..])),
-        Some('?') => !text.is_empty() && glob_match(&pattern[1..], &text[1..]),
-        Some('[') => match (
-            class_match(&pattern[1..], text.first().copied()),
-            text.is_empty(),
-        ) {
-            (Some((true, len)), false) => glob_match(&pattern[1 + len..], &text[1..]),
-            (Some(_), _) => false,
-            // No closing `]`: the `[` is literal.
-            (None, _) => text.first() == Some(&'[') && glob_match(&pattern[1..], &text[1..]),
-        },
-        Some('\\') if pattern.len() > 1 => {
-            text.first() == Some(&pattern[1]) && glob_match(&pattern[2..], &text[1..])
+/// What the text of a [`TextFrame`] is for, once read.
+enum Then {
+    /// The whole word: the result of [`Lexer::process`].
+    Finish,
+    /// The operand of `${name<modifier>...}`.
+    Modifier {
+        name: String,
+        modifier: String,
+        op: Option<char>,
+        null_is_unset: bool,
+    },
+    /// The pattern of `${name/...` (`${name//...` when `all`).
+    ReplacePattern { name: String, all: bool },
+    /// The replacement of `${name/pattern/...}`.
+    Replacement {
+        name: String,
+        all: bool,
+        pattern: String,
+    },
+}
+
+/// What one step of the top frame asks for.
+enum Step {
+    Continue,
+    /// A nested text starts.
+    Push(Frame),
+    /// The top frame is complete.
+    Pop,
+    /// A `$` expansion that needed no nested text.
+    Dollar(String),
+}
+
+/// What a completed frame gives its caller.
+enum Finished {
+    Done(Processed),
+    /// The next operand starts (the replacement after a pattern).
+    Pushed(Frame),
+    Value(Value),
+}
+
+/// A value for the frame on top of the stack.
+enum Value {
+    /// From a `$` expansion: split at whitespace in a text.
+    Unquoted(String),
+    /// A double-quoted string: one word in a text.
+    Quoted(String),
+}
+
+/// Adds `value` to the frame now on top of `stack`.
+fn deliver(stack: &mut [Frame], value: Value) {
+    match (stack.last_mut(), value) {
+        (Some(Frame::Text(text)), Value::Unquoted(v)) => {
+            text.result.push_str(&v);
+            text.words.add_string(&v);
         }
-        Some(c) => text.first() == Some(c) && glob_match(&pattern[1..], &text[1..]),
+        (Some(Frame::Text(text)), Value::Quoted(v)) => {
+            text.result.push_str(&v);
+            text.words.add_raw_string(&v);
+        }
+        (Some(Frame::DoubleQuote(result)), Value::Unquoted(v) | Value::Quoted(v)) => {
+            result.push_str(&v);
+        }
+        (None, _) => {}
     }
 }
 
-/// Matches `c` against the class after `[`; returns (matched, length including `]`).
-fn class_match(class: &[char], c: Option<char>) -> Option<(bool, usize)> {
-    let negate = matches!(class.first(), Some('!' | '^'));
-    let mut i = usize::from(negate);
-    let mut matched = false;
-    let mut first = true;
-    while i < class.len() {
-        let ch = class[i];
-        if ch == ']' && !first {
-            return Some((matched != negate, i + 1));
-        }
-        first = false;
-        let (lo, next) = if ch == '\\' && i + 1 < class.len() {
-            (class[i + 1], i + 2)
-        } else {
-            (ch, i + 1)
-        };
-        if next + 1 < class.len() && class[next] == '-' && class[next + 1] != ']' {
-            let hi = class[next + 1];
-            matched |= c.is_some_and(|c| lo <= c && c <= hi);
-            i = next + 2;
-        } else {
-            matched |= c == Some(lo);
-            i = next;
-        }
-    }
-    None
+fn parse_pattern(text: &str) -> Result<Pattern, ExpandError> {
+    Pattern::parse(text).map_err(|source| ExpandError::InvalidPattern {
+        pattern: text.to_owned(),
+        source,
+    })
 }
 
 fn required(name: &str, word: String, default: &str) -> ExpandError {
@@ -621,26 +760,66 @@ mod tests {
         assert_eq!(e("${F%.*}"), "archive.tar");
         assert_eq!(e("${F%%.*}"), "archive");
         assert_eq!(e("${P#linux/arm64}"), "linux/amd64/v2");
-        assert_eq!(e("${F%.[tg]z}"), "archive.tar");
-        assert_eq!(e("${F%.[!g]z}"), "archive.tar.gz");
+        // BuildKit has no bracket expressions: `[` is an ordinary character.
+        assert_eq!(e("${F%.[tg]z}"), "archive.tar.gz");
+        assert_eq!(e("${F%.g?}"), "archive.tar");
         assert_eq!(e("${NOPE#x}"), "");
         assert_eq!(e("${P#\\*}"), "linux/amd64/v2");
     }
 
     #[test]
-    fn replacement_is_recognised_but_not_evaluated() {
-        assert!(matches!(
-            one("${PWD/a/b}"),
-            Err(ExpandError::PatternNotSupported { operator: "/", .. })
-        ));
-        assert!(matches!(
-            one("${PWD//a/b}"),
-            Err(ExpandError::PatternNotSupported { operator: "//", .. })
-        ));
+    fn replacement() {
+        // BuildKit's TestProcessWithMatches rows for `/` and `//`.
+        let lookup = |n: &str| match n {
+            "FOO" => Some("/foo*/*/*.txt".to_owned()),
+            "NEEDLE" => Some("\\*/".to_owned()),
+            "T" => Some("/tmp/tmp/bar.txt".to_owned()),
+            "TMP" => Some("/tmp".to_owned()),
+            "U" => Some("http://google.de".to_owned()),
+            "F" => Some("/tmp/foo.txt".to_owned()),
+            "Q" => Some("/a/foo/b/c.txt".to_owned()),
+            "E" => Some(String::new()),
+            _ => None,
+        };
+        let e = |w: &str| expand(w, '\\', &lookup);
+        assert_eq!(
+            e("${FOO/$NEEDLE/.} - ${FOO//$NEEDLE/.}").unwrap(),
+            "/foo.*/*.txt - /foo..*.txt"
+        );
+        assert_eq!(
+            e("${T/$TMP/} - ${T//$TMP/}").unwrap(),
+            "/tmp/bar.txt - /bar.txt"
+        );
+        assert_eq!(
+            e("${Q/\\/?\\//\\/} - ${Q//\\/?\\//\\/}").unwrap(),
+            "\\/foo/b/c.txt - \\/foo\\/c.txt"
+        );
+        assert_eq!(e("${U/http:\\/\\//https://}").unwrap(), "https://google.de");
+        assert_eq!(e("${F//\\//\\/}").unwrap(), "\\/tmp\\/foo.txt");
+        assert_eq!(e("${F/$E/ww}").unwrap(), "ww/tmp/foo.txt");
+        assert_eq!(e("${F///}").unwrap(), "/tmp/foo.txt");
+        assert_eq!(e("${NOPE///}").unwrap(), "");
+        assert_eq!(e("${F/\"o.t\"/-}").unwrap(), "/tmp/fo-xt");
+        assert_eq!(e("${F//ww}").unwrap_err(), ExpandError::MissingSlash);
+        assert_eq!(e("${F//}").unwrap_err(), ExpandError::MissingSlash);
+        assert_eq!(e("${F/a/b").unwrap_err(), ExpandError::MissingBrace);
+        assert_eq!(
+            e("${F/\\x/b}").unwrap_err().to_string(),
+            "invalid pattern (\\x) in substitution: invalid escape '\\x'"
+        );
         assert!(matches!(
             one("${PWD:#a}"),
             Err(ExpandError::UnsupportedModifier { .. })
         ));
+    }
+
+    #[test]
+    fn heredoc_bodies_keep_quotes() {
+        let lookup = |n: &str| (n == "V").then(|| "v".to_owned());
+        assert_eq!(
+            expand_heredoc("echo '$V' \"${V}\" \\$V\n", &lookup).unwrap(),
+            "echo 'v' \"v\" $V\n"
+        );
     }
 
     #[test]

@@ -56,7 +56,11 @@ struct Segment {
 #[derive(Clone, Debug)]
 pub(crate) struct LogicalLine {
     pub text: String,
+    /// In text order: `text_start`s never decrease and each segment starts where the
+    /// one before ends, so offsets are looked up by binary search.
     segments: Vec<Segment>,
+    /// Index of the last empty segment, if any (see `source_offset`).
+    last_empty: Option<usize>,
     /// From the first character of the instruction to the end of its last joined line.
     pub span: Span,
     pub start_line: u32,
@@ -67,6 +71,9 @@ pub(crate) struct LogicalLine {
 
 impl LogicalLine {
     fn push(&mut self, source_start: usize, piece: &str) {
+        if piece.is_empty() {
+            self.last_empty = Some(self.segments.len());
+        }
         self.segments.push(Segment {
             text_start: self.text.len(),
             source_start,
@@ -76,13 +83,22 @@ impl LogicalLine {
     }
 
     /// Source offset of joined-text offset `at` (the start of a character).
+    ///
+    /// The segment is the last one that contains `at`, or else the last empty one that
+    /// starts at or before it, or else the last one.
     pub fn source_offset(&self, at: usize) -> usize {
-        let seg = self
-            .segments
-            .iter()
-            .rev()
-            .find(|s| s.text_start <= at && (at < s.text_start + s.len || s.len == 0))
-            .or_else(|| self.segments.last());
+        // Segments starting at or before `at` are a prefix; the last of them contains
+        // `at` if any segment does.
+        let before = self.segments.partition_point(|s| s.text_start <= at);
+        let seg = match before.checked_sub(1).map(|i| &self.segments[i]) {
+            Some(s) if at < s.text_start + s.len || s.len == 0 => Some(s),
+            // `at` is past the end of every segment: the last empty one, or the last.
+            _ => self
+                .last_empty
+                .map(|i| &self.segments[i])
+                .filter(|s| s.text_start <= at)
+                .or_else(|| self.segments.last()),
+        };
         match seg {
             Some(s) => s.source_start + (at - s.text_start).min(s.len),
             None => self.span.start,
@@ -94,10 +110,13 @@ impl LogicalLine {
         if at == 0 {
             return self.source_offset(0);
         }
+        // The first segment that ends at or after `at`, if it starts before `at`: the
+        // first with `text_start < at && at <= end` (empty ones never qualify).
+        let first_end = self.segments.partition_point(|s| s.text_start + s.len < at);
         let seg = self
             .segments
-            .iter()
-            .find(|s| s.text_start < at && at <= s.text_start + s.len);
+            .get(first_end)
+            .filter(|s| s.text_start < at && at <= s.text_start + s.len);
         match seg {
             Some(s) => s.source_start + (at - s.text_start),
             None => self.source_offset(at),
@@ -238,6 +257,7 @@ impl<'a> Lexer<'a> {
         let mut logical = LogicalLine {
             text: String::new(),
             segments: Vec::new(),
+            last_empty: None,
             span: Span::new(first.start + lead, first.end),
             start_line: first.number,
             end_line: first.number,

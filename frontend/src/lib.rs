@@ -15,7 +15,19 @@
 //!    "did you mean". [`parse`] runs layers 1–3.
 //! 4. [`plan()`]: stages, global `ARG`s, `--target`, pruning → [`BuildPlan`].
 //!
+//! [`dump()`] renders layer 2 in the format of BuildKit's parser corpus (one line per
+//! instruction), for conformance tests and debugging.
+//!
 //! [`expand`] implements BuildKit's word expansion; [`Word::expand`] applies it.
+//!
+//! [`outline()`] and [`targets()`] report what a build needs (build args, secrets, SSH) and
+//! which stages it can build, for `kiln build --call=outline|targets`.
+//!
+//! [`check()`] runs BuildKit's build checks (`# check=` and `BUILDKIT_DOCKERFILE_CHECK`
+//! honoured); [`args`] names BuildKit's predefined platform and proxy args.
+//!
+//! [`dockerignore`] reads `.dockerignore` files and matches context paths with Docker's
+//! rules (pure as well: the engine reads the file and walks the context).
 //!
 //! # Which words are expanded, and by whom
 //!
@@ -37,40 +49,45 @@
 //!
 //! # Not supported yet
 //!
-//! * Replacement in expansion (`${V/p/r}`, `${V//p/r}`) fails with
-//!   [`ExpandError::PatternNotSupported`]; prefix/suffix removal (`#`, `##`, `%`, `%%`)
-//!   works.
-//! * `# check=` is recorded but lint checks are not run.
 //! * Flag values are read as UTF-8 characters, not BuildKit's byte-wise Latin-1 quirk.
 //!
 //! # Diagnostic codes
 //!
-//! `F01xx` parsing, `F02xx` planning, `F03xx` warnings; see [`diagnostic::Code`].
+//! `F01xx` parsing, `F02xx` planning, `F03xx` warnings, `F04xx` `.dockerignore`; build checks
+//! are named by their BuildKit rule (`warning[FromAsCasing]`, see [`checks`]); see
+//! [`diagnostic::Code`].
 
 pub mod args;
+pub mod checks;
 pub mod diagnostic;
 mod dockerfile;
+pub mod dockerignore;
 mod dump;
 pub mod expand;
 pub mod heredoc;
 pub mod instructions;
 mod json;
 pub mod lexer;
+pub mod outline;
 mod plan;
 pub mod span;
 mod suggest;
 pub mod syntax;
 mod word;
 
+pub use checks::{CheckError, CheckOptions, CheckReport, CheckWarning, Rule, check};
 pub use diagnostic::{Code, Diagnostic, Diagnostics, Severity};
 pub use dockerfile::{Dockerfile, parse};
+pub use dump::dump;
 pub use expand::{ExpandError, expand, expand_words};
+pub use expand::{PatternError, expand_heredoc};
 pub use heredoc::Heredoc;
 pub use instructions::{CommandLine, Instruction, InstructionKind, StageName};
 pub use lexer::{Directive, Directives};
+pub use outline::{Outline, OutlineArg, OutlineMount, Target, outline, targets};
 pub use plan::{
     ArgBinding, ArgStep, ArgValue, BuildPlan, CopyFrom, CopyStep, GlobalArg, PlanOptions, Stage,
     StageBase, StageId, Step, StepKind, plan,
 };
-pub use span::{Location, Span};
+pub use span::{LineIndex, Location, Span};
 pub use word::Word;

@@ -10,7 +10,8 @@
 //! Not responsible for: expanding words inside a stage. Those stay [`Word`]s because
 //! they need the base image's `ENV`, which only the engine knows.
 
-use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
@@ -62,7 +63,9 @@ impl BuildPlan {
 
     /// The kept stage with this id, if it was not pruned.
     pub fn stage(&self, id: StageId) -> Option<&Stage> {
-        self.stages.iter().find(|s| s.id == id)
+        // `stages` is in file order, so sorted by id.
+        let i = self.stages.binary_search_by_key(&id, |s| s.id).ok()?;
+        self.stages.get(i)
     }
 }
 
@@ -186,7 +189,9 @@ pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<BuildPlan, Diagnostic
     let mut planner = Planner {
         opts,
         globals: Vec::new(),
+        global_index: HashMap::new(),
         stages: Vec::new(),
+        names: HashMap::new(),
     };
     planner.collect(df, &mut diags);
     if planner.stages.is_empty() {
@@ -216,10 +221,7 @@ pub fn plan(df: &Dockerfile, opts: &PlanOptions) -> Result<BuildPlan, Diagnostic
         return Err(diags);
     };
     let needed = reachable(&stages, target);
-    let kept: Vec<Stage> = stages
-        .into_iter()
-        .filter(|s| needed.contains(&s.id))
-        .collect();
+    let kept: Vec<Stage> = stages.into_iter().filter(|s| needed[s.id.0]).collect();
     let target = kept.iter().position(|s| s.id == target).unwrap_or(0);
     Ok(BuildPlan {
         stages: kept,
@@ -240,13 +242,18 @@ struct RawStage<'d> {
 struct Planner<'o, 'd> {
     opts: &'o PlanOptions,
     globals: Vec<GlobalArg>,
+    /// Index in `globals` of the last declaration of each name (the one in force).
+    global_index: HashMap<String, usize>,
     stages: Vec<RawStage<'d>>,
+    /// Each stage name and the first stage that has it, so references resolve without
+    /// scanning the stages.
+    names: HashMap<&'d StageName, StageId>,
 }
 
 impl<'d> Planner<'_, 'd> {
     fn global(&self, name: &str) -> Option<String> {
-        match self.globals.iter().rev().find(|g| g.name == name) {
-            Some(g) => g.value.clone(),
+        match self.global_index.get(name) {
+            Some(&i) => self.globals[i].value.clone(),
             None => self.opts.automatic_args.get(name).cloned(),
         }
     }
@@ -292,6 +299,8 @@ impl<'d> Planner<'_, 'd> {
                 (None, Some(default)) => self.expand_global(default, diags),
                 (None, None) => self.opts.automatic_args.get(&decl.name).cloned(),
             };
+            self.global_index
+                .insert(decl.name.clone(), self.globals.len());
             self.globals.push(GlobalArg {
                 name: decl.name.clone(),
                 value,
@@ -306,12 +315,9 @@ impl<'d> Planner<'_, 'd> {
         diags: &mut Diagnostics,
     ) {
         if let Some(name) = &from.name
-            && let Some(previous) = self
-                .stages
-                .iter()
-                .find(|s| s.from.name.as_ref() == Some(name))
+            && let Some(previous) = self.name_stage(name)
         {
-            let before = previous.instruction.location.line;
+            let before = self.stages[previous.0].instruction.location.line;
             diags.push(
                 Diagnostic::error(
                     Code::DuplicateStageName,
@@ -347,11 +353,24 @@ impl<'d> Planner<'_, 'd> {
         });
     }
 
+    /// Records that the stage about to be pushed is named `name`, unless an earlier stage
+    /// has that name already: returns that stage then (the first one keeps the name).
+    fn name_stage(&mut self, name: &'d StageName) -> Option<StageId> {
+        let id = StageId(self.stages.len());
+        match self.names.entry(name) {
+            Entry::Occupied(first) => Some(*first.get()),
+            Entry::Vacant(slot) => {
+                slot.insert(id);
+                None
+            }
+        }
+    }
+
+    /// The first stage named `text` (compared without case, as [`StageName::matches`]
+    /// does: a text that is no valid stage name names no stage).
     fn stage_by_name(&self, text: &str) -> Option<StageId> {
-        self.stages
-            .iter()
-            .position(|s| s.from.name.as_ref().is_some_and(|n| n.matches(text)))
-            .map(StageId)
+        let name = StageName::new(text).ok()?;
+        self.names.get(&name).copied()
     }
 
     /// `--from` / `from=` value: an index, a stage name, or an image.
@@ -563,6 +582,10 @@ fn mount_from(value: &Word) -> Option<Word> {
 }
 
 /// Reports every cycle of stage dependencies once, at the stage where it is found.
+///
+/// A depth-first search in file order with an explicit stack (a chain of thousands of
+/// stages must not overflow the thread's stack): a dependency that is still on the
+/// stack closes a cycle.
 fn check_cycles(stages: &[Stage], diags: &mut Diagnostics) {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
@@ -570,49 +593,57 @@ fn check_cycles(stages: &[Stage], diags: &mut Diagnostics) {
         Active,
         Done,
     }
-    fn visit(i: usize, stages: &[Stage], marks: &mut [Mark], diags: &mut Diagnostics) {
-        marks[i] = Mark::Active;
-        for dep in &stages[i].dependencies {
+    let mut marks = vec![Mark::New; stages.len()];
+    // (stage, how many of its dependencies have been looked at)
+    let mut stack: Vec<(usize, usize)> = Vec::new();
+    for root in 0..stages.len() {
+        if marks[root] != Mark::New {
+            continue;
+        }
+        marks[root] = Mark::Active;
+        stack.push((root, 0));
+        while let Some((i, next)) = stack.last_mut() {
+            let Some(dep) = stages[*i].dependencies.get(*next) else {
+                marks[*i] = Mark::Done;
+                stack.pop();
+                continue;
+            };
+            *next += 1;
             match marks[dep.0] {
-                Mark::New => visit(dep.0, stages, marks, diags),
-                Mark::Active => {
-                    let stage = &stages[dep.0];
-                    let name = stage
-                        .name
-                        .as_ref()
-                        .map_or_else(|| format!("stage {}", dep.0), |n| format!("`{n}`"));
-                    diags.push(
-                        Diagnostic::error(
-                            Code::StageCycle,
-                            stage.location.span,
-                            format!("circular dependency detected on stage {name}"),
-                        )
-                        .with_label("this stage depends on itself")
-                        .with_help(
-                            "a stage named like an image it builds on refers to itself; rename the stage",
-                        ),
-                    );
+                Mark::New => {
+                    marks[dep.0] = Mark::Active;
+                    stack.push((dep.0, 0));
                 }
+                Mark::Active => diags.push(cycle_error(&stages[dep.0])),
                 Mark::Done => {}
             }
-        }
-        marks[i] = Mark::Done;
-    }
-    let mut marks = vec![Mark::New; stages.len()];
-    for i in 0..stages.len() {
-        if marks[i] == Mark::New {
-            visit(i, stages, &mut marks, diags);
         }
     }
 }
 
-fn reachable(stages: &[Stage], target: StageId) -> Vec<StageId> {
-    let mut seen = vec![target];
+fn cycle_error(stage: &Stage) -> Diagnostic {
+    let name = stage
+        .name
+        .as_ref()
+        .map_or_else(|| format!("stage {}", stage.id.0), |n| format!("`{n}`"));
+    Diagnostic::error(
+        Code::StageCycle,
+        stage.location.span,
+        format!("circular dependency detected on stage {name}"),
+    )
+    .with_label("this stage depends on itself")
+    .with_help("a stage named like an image it builds on refers to itself; rename the stage")
+}
+
+/// Which stages `target` needs (itself included), indexed by [`StageId`].
+fn reachable(stages: &[Stage], target: StageId) -> Vec<bool> {
+    let mut seen = vec![false; stages.len()];
+    seen[target.0] = true;
     let mut queue = vec![target];
     while let Some(id) = queue.pop() {
         for dep in &stages[id.0].dependencies {
-            if !seen.contains(dep) {
-                seen.push(*dep);
+            if !seen[dep.0] {
+                seen[dep.0] = true;
                 queue.push(*dep);
             }
         }
@@ -750,6 +781,26 @@ mod tests {
         assert_eq!(codes(&err), [Code::EmptyBaseName]);
         let err = plan_of("ARG A\nFROM ${A:?required}\n", &[], None).unwrap_err();
         assert_eq!(codes(&err), [Code::ExpansionFailed]);
+    }
+
+    /// Stage chains far longer than a thread's stack could recurse through: each stage
+    /// builds on the one before, and the last one also on itself.
+    #[test]
+    fn long_stage_chains_plan_without_recursion() {
+        let n = 30_000;
+        let mut src = String::from("FROM scratch AS s0\n");
+        for i in 1..n {
+            src.push_str(&format!("FROM s{} AS s{i}\n", i - 1));
+        }
+        let p = plan_of(&src, &[], None).unwrap();
+        assert_eq!(p.stages.len(), n);
+        assert_eq!(
+            p.stage(StageId(n - 1)).unwrap().base,
+            StageBase::Stage(StageId(n - 2))
+        );
+        src.push_str(&format!("FROM s{n} AS s{n}\n"));
+        let err = plan_of(&src, &[], Some("s0")).unwrap_err();
+        assert_eq!(codes(&err), [Code::StageCycle]);
     }
 
     #[test]

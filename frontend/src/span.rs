@@ -2,6 +2,10 @@
 //!
 //! Responsible for: the [`Span`] every AST node carries, and turning a span into a
 //! [`Location`] (line, column counted in characters) or into the text of its line.
+//! [`LineIndex`] does that for many spans of one source in about constant time each;
+//! [`line_column`], [`line_bounds`] and [`Location::of`] are one-off conveniences that
+//! scan the source up to the offset, so code that locates every instruction (or every
+//! diagnostic) of a file uses a [`LineIndex`] instead.
 //! Not responsible for: rendering diagnostics (see `diagnostic`), or knowing what the
 //! text means.
 
@@ -55,21 +59,122 @@ pub struct Location {
 }
 
 impl Location {
-    /// Computes the location of `span` in `source`.
+    /// Computes the location of `span` in `source`. This scans `source` up to the span;
+    /// to locate many spans of one source, build a [`LineIndex`] once and use
+    /// [`LineIndex::location`].
     pub fn of(span: Span, source: &str) -> Location {
         let (line, column) = line_column(source, span.start);
-        let last = if span.is_empty() {
-            span.start
-        } else {
-            span.end - 1
-        };
-        let (end_line, _) = line_column(source, last);
+        let (end_line, _) = line_column(source, last_char_offset(span));
         Location {
             line,
             column,
             end_line,
             span,
         }
+    }
+}
+
+/// The offset of the last character of `span` (its start if it is empty).
+fn last_char_offset(span: Span) -> usize {
+    if span.is_empty() {
+        span.start
+    } else {
+        span.end - 1
+    }
+}
+
+/// Where every line of one source text starts, for locating many offsets in it: built
+/// once in linear time, then [`LineIndex::line_column`] is a binary search plus, on a
+/// line with non-ASCII text, a count of the characters before the offset on its line.
+/// Gives exactly the results of [`line_column`], [`line_bounds`] and [`Location::of`].
+#[derive(Clone, Debug)]
+pub struct LineIndex<'s> {
+    source: &'s str,
+    /// Byte offset of the first byte of every line (after each `\n`); `starts[0] == 0`.
+    starts: Vec<usize>,
+    /// Whether the line of the same index is all ASCII (its columns are byte counts).
+    ascii: Vec<bool>,
+}
+
+impl<'s> LineIndex<'s> {
+    pub fn new(source: &'s str) -> Self {
+        let mut starts = vec![0];
+        let mut ascii = Vec::new();
+        let mut line_ascii = true;
+        for (i, b) in source.bytes().enumerate() {
+            if b == b'\n' {
+                starts.push(i + 1);
+                ascii.push(line_ascii);
+                line_ascii = true;
+            } else if !b.is_ascii() {
+                line_ascii = false;
+            }
+        }
+        ascii.push(line_ascii);
+        Self {
+            source,
+            starts,
+            ascii,
+        }
+    }
+
+    /// The text this index was built from.
+    pub fn source(&self) -> &'s str {
+        self.source
+    }
+
+    /// 0-based index of the line containing byte `offset` (already clamped).
+    fn line_of(&self, offset: usize) -> usize {
+        // `starts[0] == 0 <= offset`, so at least one start qualifies.
+        self.starts.partition_point(|&start| start <= offset) - 1
+    }
+
+    /// 1-based line and 1-based character column of byte `offset`, as [`line_column`].
+    pub fn line_column(&self, offset: usize) -> (u32, u32) {
+        let offset = clamp_to_char_boundary(self.source, offset);
+        let line = self.line_of(offset);
+        let line_start = self.starts[line];
+        let column = if self.ascii[line] {
+            offset - line_start
+        } else {
+            let mut prefix = &self.source[line_start..offset];
+            if line_start == 0 {
+                prefix = prefix.strip_prefix('\u{feff}').unwrap_or(prefix);
+            }
+            prefix.chars().count()
+        };
+        (to_u32(line + 1), to_u32(column + 1))
+    }
+
+    /// The location of `span`, as [`Location::of`].
+    pub fn location(&self, span: Span) -> Location {
+        let (line, column) = self.line_column(span.start);
+        let end = clamp_to_char_boundary(self.source, last_char_offset(span));
+        Location {
+            line,
+            column,
+            end_line: to_u32(self.line_of(end) + 1),
+            span,
+        }
+    }
+
+    /// The byte range of the line containing `offset`, as [`line_bounds`].
+    pub fn line_bounds(&self, offset: usize) -> Span {
+        let offset = clamp_to_char_boundary(self.source, offset);
+        let line = self.line_of(offset);
+        let mut start = self.starts[line];
+        if start == 0 && self.source.starts_with('\u{feff}') {
+            start = '\u{feff}'.len_utf8().min(self.source.len());
+        }
+        // The next line's start is just after this line's `\n`.
+        let mut end = self
+            .starts
+            .get(line + 1)
+            .map_or(self.source.len(), |next| next - 1);
+        while end > start && self.source.as_bytes()[end - 1] == b'\r' {
+            end -= 1;
+        }
+        Span::new(start.min(end), end)
     }
 }
 
@@ -141,6 +246,40 @@ mod tests {
     fn line_bounds_strip_crlf() {
         let src = "FROM a\r\nRUN x\r\n";
         assert_eq!(line_bounds(src, 9).text(src), "RUN x");
+    }
+
+    /// Every offset of a few awkward sources (BOM, CRLF, multi-byte characters, empty
+    /// lines, no final newline, offsets past the end) agrees with the one-off scans.
+    #[test]
+    fn line_index_agrees_with_scans() {
+        let sources = [
+            "",
+            "\n",
+            "FROM a",
+            "\u{feff}FROM a\r\nRUN é \\\n  x\n\n\nCMD ☃\n",
+            "\u{feff}",
+            "\u{feff}\n\u{feff}x\r\r\n",
+            "a\nb\r\nc\n",
+        ];
+        for src in sources {
+            let index = LineIndex::new(src);
+            for offset in 0..=src.len() + 2 {
+                assert_eq!(
+                    index.line_column(offset),
+                    line_column(src, offset),
+                    "{src:?} @ {offset}"
+                );
+                assert_eq!(
+                    index.line_bounds(offset),
+                    line_bounds(src, offset),
+                    "{src:?} @ {offset}"
+                );
+                for end in offset..=src.len() + 2 {
+                    let span = Span::new(offset, end);
+                    assert_eq!(index.location(span), Location::of(span, src), "{span:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -28,7 +28,13 @@ pub struct Ast {
 }
 
 /// One instruction at the syntax level.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+///
+/// `ONBUILD` triggers nest through [`Node::next`], as in BuildKit, and nothing limits
+/// the depth at this layer (the typed layer refuses `ONBUILD ONBUILD`). Parsing,
+/// [`Node::dump`], `Clone`, `PartialEq` and dropping walk the chain in a loop, so a
+/// chain of any depth costs linear time and no stack; the derived `Debug` and
+/// `Serialize` do recurse, one level per trigger.
+#[derive(Debug, Eq, Serialize)]
 pub struct Node {
     /// The keyword as written (`Copy`, `RUN`, ...).
     pub keyword: String,
@@ -40,7 +46,9 @@ pub struct Node {
     /// The trigger of an `ONBUILD`.
     pub next: Option<Box<Node>>,
     pub heredocs: Vec<Heredoc>,
-    /// The instruction text with continuation lines joined.
+    /// The instruction text with continuation lines joined. Kept for an instruction and
+    /// its `ONBUILD` trigger; a trigger's own trigger (`ONBUILD ONBUILD X`, which the
+    /// typed layer refuses) leaves it empty, so that deep nesting costs linear memory.
     pub original: String,
     /// From the keyword to the end of the last line, heredoc bodies included.
     pub span: Span,
@@ -48,6 +56,92 @@ pub struct Node {
     pub args_span: Span,
     pub start_line: u32,
     pub end_line: u32,
+}
+
+impl Node {
+    /// A copy of this level without its trigger.
+    fn clone_level(&self) -> Node {
+        Node {
+            keyword: self.keyword.clone(),
+            keyword_span: self.keyword_span,
+            flags: self.flags.clone(),
+            args: self.args.clone(),
+            json: self.json,
+            next: None,
+            heredocs: self.heredocs.clone(),
+            original: self.original.clone(),
+            span: self.span,
+            args_span: self.args_span,
+            start_line: self.start_line,
+            end_line: self.end_line,
+        }
+    }
+
+    /// Whether this level equals `other`'s, triggers aside.
+    fn level_eq(&self, other: &Node) -> bool {
+        self.keyword == other.keyword
+            && self.keyword_span == other.keyword_span
+            && self.flags == other.flags
+            && self.args == other.args
+            && self.json == other.json
+            && self.heredocs == other.heredocs
+            && self.original == other.original
+            && self.span == other.span
+            && self.args_span == other.args_span
+            && self.start_line == other.start_line
+            && self.end_line == other.end_line
+    }
+
+    /// Links `levels` (outermost first) into one node, each the trigger of the one
+    /// before. `None` if there are none.
+    fn chain(levels: Vec<Node>) -> Option<Node> {
+        let mut levels = levels;
+        let mut node = levels.pop()?;
+        while let Some(mut parent) = levels.pop() {
+            parent.next = Some(Box::new(node));
+            node = parent;
+        }
+        Some(node)
+    }
+}
+
+impl Clone for Node {
+    fn clone(&self) -> Self {
+        let mut levels = Vec::new();
+        let mut level = Some(self);
+        while let Some(node) = level {
+            levels.push(node.clone_level());
+            level = node.next.as_deref();
+        }
+        Node::chain(levels).unwrap_or_else(|| self.clone_level())
+    }
+}
+
+impl PartialEq for Node {
+    fn eq(&self, other: &Self) -> bool {
+        let (mut a, mut b) = (self, other);
+        loop {
+            if !a.level_eq(b) {
+                return false;
+            }
+            match (&a.next, &b.next) {
+                (Some(x), Some(y)) => (a, b) = (x, y),
+                (None, None) => return true,
+                _ => return false,
+            }
+        }
+    }
+}
+
+impl Drop for Node {
+    /// Unlinks the trigger chain level by level: the default drop would recurse once per
+    /// `ONBUILD` level.
+    fn drop(&mut self) {
+        let mut next = self.next.take();
+        while let Some(mut node) = next {
+            next = node.next.take();
+        }
+    }
 }
 
 /// A leading `--name[=value]` word, with one level of quotes and escapes removed.
@@ -193,8 +287,13 @@ fn trim_range(text: &str, start: usize, end: usize) -> (usize, usize) {
     (start + lead, end - trail)
 }
 
-/// Splits the instruction in `line.text[start..end]` (a whole line, or an `ONBUILD`
-/// trigger) into a node. Errors go to `diags`; a best-effort node is still returned.
+/// Splits the instruction in `line.text[start..end]` into a node, with its `ONBUILD`
+/// triggers however deeply they nest. Errors go to `diags`; a best-effort node is still
+/// returned.
+///
+/// BuildKit's parser recurses once per `ONBUILD` level; this loops, one level at a time
+/// (each level's work is proportional to its own keyword and flags), then links the
+/// levels, so the depth costs neither stack nor quadratic time.
 fn split_instruction(
     line: &LogicalLine,
     start: usize,
@@ -202,6 +301,29 @@ fn split_instruction(
     escape: char,
     diags: &mut Diagnostics,
 ) -> Node {
+    let mut levels = Vec::new();
+    let mut range = Some((start, end));
+    while let Some((start, end)) = range {
+        // `original` is kept for the instruction and its trigger (see `Node::original`).
+        let keep_original = levels.len() < 2;
+        let (node, trigger) = split_level(line, start, end, escape, keep_original, diags);
+        levels.push(node);
+        range = trigger;
+    }
+    // The loop ran at least once.
+    Node::chain(levels).unwrap_or_else(|| split_level(line, start, end, escape, true, diags).0)
+}
+
+/// Splits one level of `line.text[start..end]`: the node without its trigger, and for
+/// `ONBUILD` the range of the trigger, if it has one.
+fn split_level(
+    line: &LogicalLine,
+    start: usize,
+    end: usize,
+    escape: char,
+    keep_original: bool,
+    diags: &mut Diagnostics,
+) -> (Node, Option<(usize, usize)>) {
     let text = line.text.as_str();
     let (ts, te) = trim_range(text, start, end);
     let kw_end = text[ts..te].find(is_split_space).map_or(te, |i| ts + i);
@@ -227,7 +349,11 @@ fn split_instruction(
         json: false,
         next: None,
         heredocs: Vec::new(),
-        original: text[ts..te].to_owned(),
+        original: if keep_original {
+            text[ts..te].to_owned()
+        } else {
+            String::new()
+        },
         span: span_of(ts, te),
         args_span: span_of(as_, ae),
         start_line: line.start_line,
@@ -266,14 +392,11 @@ fn split_instruction(
             node.args = key_values(&keyword, line, as_, ae, escape, diags);
         }
         "healthcheck" => healthcheck_args(&mut node, line, as_, ae, diags),
-        "onbuild" => {
-            if !args.is_empty() {
-                node.next = Some(Box::new(split_instruction(line, as_, ae, escape, diags)));
-            }
-        }
+        "onbuild" if !args.is_empty() => return (node, Some((as_, ae))),
+        "onbuild" => {}
         _ => node.args = vec![arg("", as_, as_)],
     }
-    node
+    (node, None)
 }
 
 /// Splits `text[start..end]` at runs of `[\t\v\f\r ]`.
@@ -359,18 +482,18 @@ fn extract_flags(
         Word,
         Quote(char),
     }
-    let chars: Vec<(usize, char)> = text[start..end]
+    // Read lazily: only the flags are looked at, not the (possibly long) rest.
+    let mut chars = text[start..end]
         .char_indices()
         .map(|(i, c)| (start + i, c))
-        .collect();
+        .peekable();
     let mut flags = Vec::new();
     let mut phase = Phase::Spaces;
     let mut word = String::new();
     let mut word_start = start;
     let mut blank_ok = false;
-    let mut i = 0;
     loop {
-        let Some(&(at, c)) = chars.get(i) else {
+        let Some(&(at, c)) = chars.peek() else {
             if phase != Phase::Spaces && word != "--" && (blank_ok || !word.is_empty()) {
                 flags.push((word, word_start, end));
             }
@@ -379,14 +502,15 @@ fn extract_flags(
         match phase {
             Phase::Spaces => {
                 if c.is_whitespace() {
-                    i += 1;
+                    chars.next();
                     continue;
                 }
-                if c != '-' || chars.get(i + 1).map(|x| x.1) != Some('-') {
+                if !text[at..end].starts_with("--") {
                     return (at, flags);
                 }
                 phase = Phase::Word;
                 word_start = at;
+                continue;
             }
             Phase::Word => {
                 if c.is_whitespace() {
@@ -403,29 +527,28 @@ fn extract_flags(
                     phase = Phase::Quote(c);
                     blank_ok = true;
                 } else if c == escape {
-                    if let Some(&(_, next)) = chars.get(i + 1) {
+                    chars.next();
+                    if let Some(&(_, next)) = chars.peek() {
                         word.push(next);
-                        i += 1;
                     }
                 } else {
                     word.push(c);
                 }
-                i += 1;
             }
             Phase::Quote(q) => {
                 if c == q {
                     phase = Phase::Word;
                 } else if c == escape {
-                    if let Some(&(_, next)) = chars.get(i + 1) {
+                    chars.next();
+                    if let Some(&(_, next)) = chars.peek() {
                         word.push(next);
-                        i += 1;
                     }
                 } else {
                     word.push(c);
                 }
-                i += 1;
             }
         }
+        chars.next();
     }
 }
 
@@ -687,6 +810,30 @@ mod tests {
             ]
         );
         assert_eq!(parse_ast("# only\n\n").unwrap_err().len(), 1);
+    }
+
+    /// A trigger chain far deeper than a thread's stack could recurse through parses,
+    /// clones, compares and drops, keeping `original` for the first two levels only.
+    #[test]
+    fn deep_onbuild_chains_use_no_recursion() {
+        let depth = 100_000;
+        let src = format!("{}RUN x\n", "ONBUILD ".repeat(depth));
+        let ast = parse_ast(&src).unwrap();
+        let node = &ast.nodes[0];
+        let trigger = node.next.as_deref().unwrap();
+        assert_eq!(trigger.original, src[8..src.len() - 1]);
+        assert_eq!(trigger.next.as_deref().unwrap().original, "");
+        let mut levels = 0;
+        let mut level = Some(node);
+        while let Some(n) = level {
+            levels += 1;
+            level = n.next.as_deref();
+        }
+        assert_eq!(levels, depth + 1);
+        let copy = ast.clone();
+        assert_eq!(copy, ast);
+        let other = parse_ast(&format!("{}RUN y\n", "ONBUILD ".repeat(depth))).unwrap();
+        assert_ne!(other, ast);
     }
 
     #[test]

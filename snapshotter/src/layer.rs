@@ -3,9 +3,11 @@
 //!
 //! Determinism: the writer refuses entries that are not in canonical order (see [`LayerPath`]),
 //! writes numeric uid/gid only (no user or group names), and takes every mtime from the caller,
-//! so the same entries give the same bytes on any machine. Compression is gzip through `flate2`
-//! with the `zlib-rs` backend at [`GZIP_LEVEL`]: both are pinned because the compressed bytes,
-//! and so the blob digest, depend on them.
+//! so the same entries give the same bytes on any machine. The writer encodes tar headers itself
+//! (ustar, with a PAX extended header for long names and large ids) and hands each entry to a
+//! [`LayerEncoder`], which cuts the stream into independently compressed members and compresses
+//! them in parallel; the member format, its pinned backends and levels, and its invariants are
+//! documented in [`crate::compress`].
 //!
 //! Not responsible for: choosing what goes into a layer (the caller walks a context or a
 //! snapshot), or reading layers (apply lands with the snapshotter).
@@ -14,30 +16,13 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::io::{self, Read, Write};
 
-use flate2::write::GzEncoder;
+use crate::compress::{CompressError, EncodeOptions, EncodedLayer, LayerEncoder};
+use crate::digest::{BlobDigest, DiffId};
 
-use crate::digest::{BlobDigest, DiffId, DigestWriter};
+pub use crate::compress::{Compression, GZIP_LEVEL, ZSTD_LEVEL};
 
-/// The pinned gzip level (with the `zlib-rs` backend of `flate2`). Changing it changes every
-/// layer digest kiln produces.
-pub const GZIP_LEVEL: u32 = 6;
-
-/// How a layer's tar stream is compressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    Gzip,
-    Uncompressed,
-}
-
-impl Compression {
-    /// The OCI media type of a layer compressed this way.
-    pub fn media_type(self) -> &'static str {
-        match self {
-            Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
-            Compression::Uncompressed => "application/vnd.oci.image.layer.v1.tar",
-        }
-    }
-}
+/// Size of the buffer file contents are read through.
+const COPY_BUFFER: usize = 128 * 1024;
 
 /// Errors while writing a layer.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +34,13 @@ pub enum LayerError {
         source: io::Error,
     },
     #[error("finishing layer stream")]
-    Finish(#[source] io::Error),
+    Finish(#[source] CompressError),
+    #[error("compressing layer entry `{path}`")]
+    Compress {
+        path: String,
+        #[source]
+        source: CompressError,
+    },
     #[error("layer entry `{path}` is out of order (after `{previous}`); entries must be sorted")]
     OutOfOrder { path: String, previous: String },
     #[error("layer entry path `{0}` is not a clean relative path")]
@@ -101,7 +92,23 @@ impl LayerPath {
 
 impl Ord for LayerPath {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.0.split('/').cmp(other.0.split('/'))
+        self.0
+            .split('/')
+            .map(component_key)
+            .cmp(other.0.split('/').map(component_key))
+    }
+}
+
+/// Within a directory the opaque whiteout `.wh..wh..opq` sorts first and other `.wh.` entries
+/// next: the OCI image spec (layer.md, "Whiteouts") asks generators to put whiteout files
+/// before their siblings. Other names keep byte order.
+fn component_key(component: &str) -> (u8, &str) {
+    if component == ".wh..wh..opq" {
+        (0, component)
+    } else if component.starts_with(".wh.") {
+        (1, component)
+    } else {
+        (2, component)
     }
 }
 
@@ -153,6 +160,36 @@ pub struct Entry {
     pub mtime: u64,
 }
 
+/// A device node or fifo: an entry with neither content nor link target (the overlay differ
+/// emits these; see [`LayerWriter::append_node`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Node {
+    CharDevice { major: u32, minor: u32 },
+    BlockDevice { major: u32, minor: u32 },
+    Fifo,
+}
+
+/// A device node or fifo entry's metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeEntry {
+    pub path: LayerPath,
+    pub node: Node,
+    /// Permission bits plus setuid/setgid/sticky (`0o7777`).
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    /// Seconds since the epoch.
+    pub mtime: u64,
+}
+
+/// One extended attribute, written as a PAX `SCHILY.xattr.<name>` record (the convention GNU
+/// tar, Go's `archive/tar`, containerd and Docker read back).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Xattr {
+    pub name: String,
+    pub value: Vec<u8>,
+}
+
 /// Digests and sizes of a finished layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LayerInfo {
@@ -164,54 +201,47 @@ pub struct LayerInfo {
     pub uncompressed_size: u64,
 }
 
-enum Sink<W: Write> {
-    Gzip(Box<GzEncoder<DigestWriter<W>>>),
-    Plain(DigestWriter<W>),
-}
-
-impl<W: Write> Write for Sink<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Sink::Gzip(g) => g.write(buf),
-            Sink::Plain(p) => p.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Sink::Gzip(g) => g.flush(),
-            Sink::Plain(p) => p.flush(),
-        }
-    }
-}
-
 /// Streams sorted entries into a compressed layer written to `W`.
 pub struct LayerWriter<W: Write> {
-    tar: tar::Builder<DigestWriter<Sink<W>>>,
+    encoder: LayerEncoder<W>,
     previous: Option<LayerPath>,
+    buffer: Vec<u8>,
 }
 
 impl<W: Write> LayerWriter<W> {
+    /// A writer with the default [`EncodeOptions`] (all cores, no previous blob).
     pub fn new(out: W, compression: Compression) -> Self {
-        let blob = DigestWriter::new(out);
-        let sink = match compression {
-            Compression::Gzip => Sink::Gzip(Box::new(GzEncoder::new(
-                blob,
-                flate2::Compression::new(GZIP_LEVEL),
-            ))),
-            Compression::Uncompressed => Sink::Plain(blob),
-        };
-        let mut tar = tar::Builder::new(DigestWriter::new(sink));
-        tar.mode(tar::HeaderMode::Deterministic);
+        Self::with_options(out, compression, EncodeOptions::default())
+    }
+
+    /// A writer with explicit options: thread count, and a previous blob to reuse members from.
+    pub fn with_options(out: W, compression: Compression, options: EncodeOptions) -> Self {
         Self {
-            tar,
+            encoder: LayerEncoder::with_options(out, compression, options),
             previous: None,
+            buffer: Vec::new(),
         }
     }
 
     /// Append one entry; `content` must be given for files and yield exactly `size` bytes.
+    ///
+    /// A file whose content is shorter than declared is padded with zeros and refused, a longer
+    /// one is refused after its declared bytes: either way the stream stays well formed, and
+    /// the caller decides whether to go on.
     pub fn append(
         &mut self,
         entry: &Entry,
+        content: Option<&mut dyn Read>,
+    ) -> Result<(), LayerError> {
+        self.append_with_xattrs(entry, &[], content)
+    }
+
+    /// Like [`append`](Self::append), with extended attributes written as PAX records in the
+    /// order given (callers sort them by name, for determinism).
+    pub fn append_with_xattrs(
+        &mut self,
+        entry: &Entry,
+        xattrs: &[Xattr],
         content: Option<&mut dyn Read>,
     ) -> Result<(), LayerError> {
         if let Some(prev) = &self.previous
@@ -222,133 +252,273 @@ impl<W: Write> LayerWriter<W> {
                 previous: prev.to_string(),
             });
         }
-        let io_err = |source| LayerError::Io {
-            path: entry.path.to_string(),
-            source,
-        };
-        let mut header = tar::Header::new_ustar();
-        header.set_mode(entry.mode & 0o7777);
-        header.set_uid(entry.uid);
-        header.set_gid(entry.gid);
-        header.set_mtime(entry.mtime);
-        let mut name = entry.path.as_str().to_owned();
-        let mut pax: Vec<(&str, Vec<u8>)> = Vec::new();
-        match &entry.kind {
-            EntryKind::Directory => {
-                header.set_entry_type(tar::EntryType::Directory);
-                header.set_size(0);
-                name.push('/');
-            }
-            EntryKind::File { size } => {
-                header.set_entry_type(tar::EntryType::Regular);
-                header.set_size(*size);
-            }
-            EntryKind::Symlink { target } => {
-                header.set_entry_type(tar::EntryType::Symlink);
-                header.set_size(0);
-                if header.set_link_name(target).is_err() {
-                    pax.push(("linkpath", target.as_bytes().to_vec()));
-                }
-            }
-            EntryKind::Hardlink { target } => {
-                header.set_entry_type(tar::EntryType::Link);
-                header.set_size(0);
-                if header.set_link_name(target.as_str()).is_err() {
-                    pax.push(("linkpath", target.as_str().as_bytes().to_vec()));
-                }
-            }
-        }
-        if header.set_path(&name).is_err() {
-            // Too long for ustar: a PAX `path` record carries the full name (POSIX.1-2001).
-            pax.push(("path", name.as_bytes().to_vec()));
-            let short: String = name
-                .chars()
-                .rev()
-                .take(90)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
-            header
-                .set_path(short.trim_start_matches('/'))
-                .map_err(io_err)?;
-        }
-        for (key, value) in [("uid", entry.uid), ("gid", entry.gid)] {
-            if value > 0o7777777 {
-                pax.push((key, value.to_string().into_bytes()));
-            }
-        }
-        if !pax.is_empty() {
-            self.tar
-                .append_pax_extensions(pax.iter().map(|(k, v)| (*k, v.as_slice())))
-                .map_err(io_err)?;
-        }
-        header.set_cksum();
-        match (&entry.kind, content) {
-            (EntryKind::File { size }, Some(reader)) => {
-                let mut counted = CountingReader {
-                    inner: reader,
-                    count: 0,
-                };
-                self.tar
-                    .append(&header, (&mut counted).take(*size))
-                    .map_err(io_err)?;
-                // Both a short read (tar pads it silently) and extra bytes mean the file changed.
-                let mut probe = [0u8; 1];
-                let extra = counted.inner.read(&mut probe).map_err(io_err)?;
-                if counted.count != *size || extra != 0 {
-                    return Err(LayerError::SizeChanged {
-                        path: entry.path.to_string(),
-                        declared: *size,
-                        actual: counted.count + extra as u64,
-                    });
-                }
-            }
-            (EntryKind::File { size }, None) if *size > 0 => {
+        let data_len = match (&entry.kind, &content) {
+            (EntryKind::File { size }, _) if *size > 0 && content.is_none() => {
                 return Err(LayerError::SizeChanged {
                     path: entry.path.to_string(),
                     declared: *size,
                     actual: 0,
                 });
             }
-            _ => self.tar.append(&header, io::empty()).map_err(io_err)?,
+            (EntryKind::File { size }, _) => *size,
+            _ => 0,
+        };
+        let headers = headers(entry, None, xattrs)?;
+        let compress_err = |source| LayerError::Compress {
+            path: entry.path.to_string(),
+            source,
+        };
+        self.encoder
+            .start_entry(entry.path.as_str(), &headers, data_len)
+            .map_err(compress_err)?;
+        if let (EntryKind::File { size }, Some(reader)) = (&entry.kind, content) {
+            let copied = self.copy_content(entry, reader, *size)?;
+            if copied < *size {
+                // Keep the stream well formed, then refuse: the file shrank while being read.
+                self.zero_fill(*size - copied).map_err(compress_err)?;
+                self.encoder.end_entry().map_err(compress_err)?;
+                return Err(LayerError::SizeChanged {
+                    path: entry.path.to_string(),
+                    declared: *size,
+                    actual: copied,
+                });
+            }
+            let mut probe = [0u8; 1];
+            let extra = read_some(reader, &mut probe).map_err(|source| LayerError::Io {
+                path: entry.path.to_string(),
+                source,
+            })?;
+            self.encoder.end_entry().map_err(compress_err)?;
+            if extra != 0 {
+                return Err(LayerError::SizeChanged {
+                    path: entry.path.to_string(),
+                    declared: *size,
+                    actual: copied + extra as u64,
+                });
+            }
+        } else {
+            self.encoder.end_entry().map_err(compress_err)?;
         }
         self.previous = Some(entry.path.clone());
         Ok(())
     }
 
+    /// Append a device node or fifo, with extended attributes as in
+    /// [`append_with_xattrs`](Self::append_with_xattrs).
+    pub fn append_node(&mut self, node: &NodeEntry, xattrs: &[Xattr]) -> Result<(), LayerError> {
+        // The header is an empty file's with the node's type and device numbers.
+        let carrier = Entry {
+            path: node.path.clone(),
+            kind: EntryKind::File { size: 0 },
+            mode: node.mode,
+            uid: node.uid,
+            gid: node.gid,
+            mtime: node.mtime,
+        };
+        if let Some(prev) = &self.previous
+            && *prev >= carrier.path
+        {
+            return Err(LayerError::OutOfOrder {
+                path: carrier.path.to_string(),
+                previous: prev.to_string(),
+            });
+        }
+        let headers = headers(&carrier, Some(node.node), xattrs)?;
+        let compress_err = |source| LayerError::Compress {
+            path: carrier.path.to_string(),
+            source,
+        };
+        self.encoder
+            .start_entry(carrier.path.as_str(), &headers, 0)
+            .map_err(compress_err)?;
+        self.encoder.end_entry().map_err(compress_err)?;
+        self.previous = Some(carrier.path);
+        Ok(())
+    }
+
+    /// Copy up to `size` bytes of `reader` into the open entry; returns how many there were.
+    fn copy_content(
+        &mut self,
+        entry: &Entry,
+        reader: &mut dyn Read,
+        size: u64,
+    ) -> Result<u64, LayerError> {
+        if self.buffer.is_empty() {
+            self.buffer = vec![0u8; COPY_BUFFER];
+        }
+        let mut copied = 0u64;
+        while copied < size {
+            let want = (size - copied).min(self.buffer.len() as u64) as usize;
+            let n =
+                read_some(reader, &mut self.buffer[..want]).map_err(|source| LayerError::Io {
+                    path: entry.path.to_string(),
+                    source,
+                })?;
+            if n == 0 {
+                break;
+            }
+            self.encoder
+                .write_data(&self.buffer[..n])
+                .map_err(|source| LayerError::Compress {
+                    path: entry.path.to_string(),
+                    source,
+                })?;
+            copied += n as u64;
+        }
+        Ok(copied)
+    }
+
+    fn zero_fill(&mut self, mut left: u64) -> Result<(), CompressError> {
+        const ZEROS: [u8; 4096] = [0; 4096];
+        while left > 0 {
+            let n = left.min(ZEROS.len() as u64) as usize;
+            self.encoder.write_data(&ZEROS[..n])?;
+            left -= n as u64;
+        }
+        Ok(())
+    }
+
     /// Finish the tar stream and the compression; returns the output and the layer's digests.
     pub fn finish(self) -> Result<(W, LayerInfo), LayerError> {
-        let tar_digest = self.tar.into_inner().map_err(LayerError::Finish)?;
-        let (sink, diff_id, uncompressed_size) = tar_digest.finish();
-        let blob = match sink {
-            Sink::Gzip(g) => g.finish().map_err(LayerError::Finish)?,
-            Sink::Plain(p) => p,
+        let (out, encoded) = self.finish_encoded()?;
+        Ok((out, LayerInfo::from(&encoded)))
+    }
+
+    /// Like [`finish`](Self::finish), also returning the member index to keep with the blob
+    /// (for incremental re-export) and encoding statistics.
+    pub fn finish_encoded(self) -> Result<(W, EncodedLayer), LayerError> {
+        self.encoder.finish().map_err(LayerError::Finish)
+    }
+}
+
+impl From<&EncodedLayer> for LayerInfo {
+    fn from(e: &EncodedLayer) -> Self {
+        LayerInfo {
+            diff_id: e.diff_id,
+            digest: e.digest,
+            size: e.size,
+            uncompressed_size: e.uncompressed_size,
+        }
+    }
+}
+
+/// `read`, retrying on `Interrupted`.
+fn read_some(reader: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match reader.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// The header blocks of an entry: a PAX extended header when ustar cannot hold the path, link
+/// target or ids (POSIX.1-2001), then the ustar header.
+fn headers(entry: &Entry, node: Option<Node>, xattrs: &[Xattr]) -> Result<Vec<u8>, LayerError> {
+    let io_err = |source| LayerError::Io {
+        path: entry.path.to_string(),
+        source,
+    };
+    let mut header = tar::Header::new_ustar();
+    header.set_mode(entry.mode & 0o7777);
+    header.set_uid(entry.uid);
+    header.set_gid(entry.gid);
+    header.set_mtime(entry.mtime);
+    let mut name = entry.path.as_str().to_owned();
+    let mut pax: Vec<(&str, Vec<u8>)> = Vec::new();
+    match &entry.kind {
+        EntryKind::Directory => {
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_size(0);
+            name.push('/');
+        }
+        EntryKind::File { size } => {
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_size(*size);
+        }
+        EntryKind::Symlink { target } => {
+            header.set_entry_type(tar::EntryType::Symlink);
+            header.set_size(0);
+            if header.set_link_name(target).is_err() {
+                pax.push(("linkpath", target.as_bytes().to_vec()));
+            }
+        }
+        EntryKind::Hardlink { target } => {
+            header.set_entry_type(tar::EntryType::Link);
+            header.set_size(0);
+            if header.set_link_name(target.as_str()).is_err() {
+                pax.push(("linkpath", target.as_str().as_bytes().to_vec()));
+            }
+        }
+    }
+    if let Some(node) = node {
+        let (ty, major, minor) = match node {
+            Node::CharDevice { major, minor } => (tar::EntryType::Char, major, minor),
+            Node::BlockDevice { major, minor } => (tar::EntryType::Block, major, minor),
+            Node::Fifo => (tar::EntryType::Fifo, 0, 0),
         };
-        let (out, digest, size) = blob.finish();
-        Ok((
-            out,
-            LayerInfo {
-                diff_id: DiffId(diff_id),
-                digest: BlobDigest(digest),
-                size,
-                uncompressed_size,
-            },
-        ))
+        header.set_entry_type(ty);
+        header.set_device_major(major).map_err(io_err)?;
+        header.set_device_minor(minor).map_err(io_err)?;
     }
+    if header.set_path(&name).is_err() {
+        // Too long for ustar: a PAX `path` record carries the full name (POSIX.1-2001).
+        pax.push(("path", name.as_bytes().to_vec()));
+        let short: String = name
+            .chars()
+            .rev()
+            .take(90)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        header
+            .set_path(short.trim_start_matches('/'))
+            .map_err(io_err)?;
+    }
+    for (key, value) in [("uid", entry.uid), ("gid", entry.gid)] {
+        if value > 0o7777777 {
+            pax.push((key, value.to_string().into_bytes()));
+        }
+    }
+    let xattr_keys: Vec<String> = xattrs
+        .iter()
+        .map(|x| format!("SCHILY.xattr.{}", x.name))
+        .collect();
+    for (key, x) in xattr_keys.iter().zip(xattrs) {
+        pax.push((key.as_str(), x.value.clone()));
+    }
+    header.set_cksum();
+    let mut out = Vec::with_capacity(512);
+    if !pax.is_empty() {
+        let records = pax_records(&pax);
+        let mut ext = tar::Header::new_ustar();
+        ext.set_size(records.len() as u64);
+        ext.set_entry_type(tar::EntryType::XHeader);
+        ext.set_cksum();
+        out.extend_from_slice(ext.as_bytes());
+        out.extend_from_slice(&records);
+        out.resize(out.len().next_multiple_of(512), 0);
+    }
+    out.extend_from_slice(header.as_bytes());
+    Ok(out)
 }
 
-struct CountingReader<'a> {
-    inner: &'a mut dyn Read,
-    count: u64,
-}
-
-impl Read for CountingReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.count += n as u64;
-        Ok(n)
+/// PAX records: `"<len> <key>=<value>\n"`, where `<len>` counts the whole record, itself
+/// included (POSIX.1-2001 pax "extended header").
+fn pax_records(records: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let mut data = Vec::new();
+    for (key, value) in records {
+        let rest = 3 + key.len() + value.len();
+        let mut len = rest + 1;
+        while len.to_string().len() + rest != len {
+            len = rest + len.to_string().len();
+        }
+        data.extend_from_slice(format!("{len} {key}=").as_bytes());
+        data.extend_from_slice(value);
+        data.push(b'\n');
     }
+    data
 }
 
 #[cfg(test)]
@@ -398,6 +568,80 @@ mod tests {
         paths.sort();
         let got: Vec<&str> = paths.iter().map(LayerPath::as_str).collect();
         assert_eq!(got, ["a", "a/b", "a/b/c", "a-b", "a.b"]);
+    }
+
+    #[test]
+    fn whiteouts_sort_before_their_siblings() {
+        let mut paths: Vec<LayerPath> = ["d/-x", "d/.a", "d/.wh.b", "d/.wh..wh..opq", "d", "c"]
+            .iter()
+            .map(|p| LayerPath::new(p).unwrap())
+            .collect();
+        paths.sort();
+        let got: Vec<&str> = paths.iter().map(LayerPath::as_str).collect();
+        assert_eq!(got, ["c", "d", "d/.wh..wh..opq", "d/.wh.b", "d/-x", "d/.a"]);
+    }
+
+    #[test]
+    fn nodes_and_xattrs_read_back() {
+        let mut w = LayerWriter::new(Vec::new(), Compression::Uncompressed);
+        let cap = Xattr {
+            name: "security.capability".into(),
+            value: vec![1, 0, 0, 2, 0xff],
+        };
+        w.append_with_xattrs(
+            &entry("a", EntryKind::Directory),
+            std::slice::from_ref(&cap),
+            None,
+        )
+        .unwrap();
+        let node = |path: &str, node| NodeEntry {
+            path: LayerPath::new(path).unwrap(),
+            node,
+            mode: 0o640,
+            uid: 1,
+            gid: 2,
+            mtime: 3,
+        };
+        w.append_node(&node("b", Node::BlockDevice { major: 7, minor: 9 }), &[])
+            .unwrap();
+        w.append_node(&node("c", Node::CharDevice { major: 1, minor: 3 }), &[])
+            .unwrap();
+        w.append_node(&node("f", Node::Fifo), &[]).unwrap();
+        assert!(matches!(
+            w.append_node(&node("e", Node::Fifo), &[]),
+            Err(LayerError::OutOfOrder { .. })
+        ));
+        let (plain, _) = w.finish().unwrap();
+        let mut archive = tar::Archive::new(&plain[..]);
+        let mut got = Vec::new();
+        for e in archive.entries().unwrap() {
+            let mut e = e.unwrap();
+            let xattrs: Vec<(String, Vec<u8>)> = e
+                .pax_extensions()
+                .unwrap()
+                .into_iter()
+                .flatten()
+                .map(|x| x.unwrap())
+                .map(|x| (x.key().unwrap().to_owned(), x.value_bytes().to_vec()))
+                .collect();
+            let h = e.header();
+            got.push((
+                e.path().unwrap().to_string_lossy().into_owned(),
+                h.entry_type(),
+                h.device_major().ok().flatten(),
+                h.device_minor().ok().flatten(),
+                xattrs,
+            ));
+        }
+        assert_eq!(
+            got[0].4,
+            [("SCHILY.xattr.security.capability".into(), cap.value)]
+        );
+        assert_eq!(got[1].1, tar::EntryType::Block);
+        assert_eq!((got[1].2, got[1].3), (Some(7), Some(9)));
+        assert_eq!(got[2].1, tar::EntryType::Char);
+        assert_eq!((got[2].2, got[2].3), (Some(1), Some(3)));
+        assert_eq!(got[3].1, tar::EntryType::Fifo);
     }
 
     #[test]

@@ -3,7 +3,11 @@
 //!
 //! Not responsible for: Dockerfiles, registries or images (see DESIGN.md).
 
+pub mod apply;
+pub mod compress;
+pub mod diff;
 pub mod digest;
 pub mod layer;
+pub mod snapshot;
 
 pub use digest::{BlobDigest, ChainId, DiffId, Digest, DigestError, DigestReader, DigestWriter};

@@ -1,4 +1,7 @@
-//! `kiln build [OPTIONS] CONTEXT`: Docker's `build` flags that the engine supports today.
+//! `kiln build [OPTIONS] CONTEXT`: Docker's `build` flags that the engine supports today, and
+//! `--call`/`--check` (see [`call`]), which evaluate the build without running it.
+
+mod call;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -12,6 +15,7 @@ use super::{CmdResult, Failure, parse_ref};
 use crate::image::{ImageRef, Platform};
 use crate::progress::{Event, Reporter};
 use crate::registry::{self, RegistryOptions};
+use crate::solver::context::ContextError;
 use crate::solver::{self, BuildError, BuildRequest};
 use crate::store::Store;
 
@@ -52,12 +56,28 @@ pub struct BuildArgs {
     /// Target platform; only the platform kiln runs on is supported today.
     #[arg(long, value_name = "PLATFORM")]
     platform: Option<String>,
+    /// Evaluate the build instead of running it: `check`, `outline` or `targets` (`build`, the
+    /// default, builds); `METHOD,format=json` prints JSON, as buildx.
+    #[arg(long, value_name = "METHOD")]
+    call: Option<String>,
+    /// Shorthand for `--call=check`.
+    #[arg(long, conflicts_with = "call")]
+    check: bool,
+    /// Output of `--call`: `human` (default) or `json`.
+    #[arg(long, value_name = "FORMAT")]
+    format: Option<String>,
     /// The build context directory.
     #[arg(value_name = "CONTEXT")]
     context: PathBuf,
 }
 
-pub fn run(store: &Store, args: BuildArgs) -> CmdResult {
+/// Builds, or with `--call`/`--check` evaluates the build; only a build opens the store (`open`).
+pub fn run(open: impl FnOnce() -> Result<Store, Failure>, args: BuildArgs) -> CmdResult {
+    let call = call::Call::from_args(args.call.as_deref(), args.check, args.format.as_deref())?;
+    if call.method != call::Method::Build {
+        return call::run(&args, call);
+    }
+    let store = &open()?;
     let tags = args
         .tags
         .iter()
@@ -105,6 +125,11 @@ pub fn run(store: &Store, args: BuildArgs) -> CmdResult {
         context: args.context.clone(),
         dockerfile_name: dockerfile_name.clone(),
         dockerfile: dockerfile.clone(),
+        dockerfile_path: match args.file.as_deref() {
+            Some(f) if f.as_os_str() == "-" => None,
+            Some(f) => Some(f.to_path_buf()),
+            None => Some(args.context.join("Dockerfile")),
+        },
         build_args,
         target: args.target.clone(),
         tags: tags.clone(),
@@ -144,20 +169,13 @@ pub fn run(store: &Store, args: BuildArgs) -> CmdResult {
 }
 
 fn check_platform(platform: Option<&str>) -> Result<(), Failure> {
-    let Some(p) = platform else { return Ok(()) };
     let host = Platform::host();
-    let mut parts = p.split('/');
-    let (os, arch, variant) = (parts.next(), parts.next(), parts.next());
-    let ok = os == Some(host.os.as_str())
-        && arch == Some(host.architecture.as_str())
-        && (variant.is_none() || variant == host.variant.as_deref());
-    if ok {
-        Ok(())
-    } else {
-        let host_name = format!("{}/{}", host.os, host.architecture);
-        Err(Failure::Error(anyhow::anyhow!(
-            "--platform={p}: only the native platform ({host_name}) can be built; cross-platform builds are not supported yet"
-        )))
+    match platform {
+        Some(p) if !host.matches_slash_form(p) => Err(Failure::Error(anyhow::anyhow!(
+            "--platform={p}: only the native platform ({}) can be built; cross-platform builds are not supported yet",
+            host.slash_form()
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -227,6 +245,11 @@ fn render_build_error(e: &BuildError, name: &str, source: &str) -> Failure {
                 "error", &message, name, source, *span, None, None,
             ))
         }
+        BuildError::Context(ContextError::InvalidIgnoreFile {
+            name,
+            text,
+            diagnostics,
+        }) => Failure::Rendered(diagnostics.render(name, text)),
         other => Failure::Rendered(format!("error: {}\n", super::chain_of(other))),
     }
 }

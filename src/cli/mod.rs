@@ -162,7 +162,7 @@ fn run(cli: Cli) -> CmdResult {
         })
     };
     match cli.command {
-        Command::Build(a) | Command::Image(ImageCommand::Build(a)) => build::run(&open()?, a),
+        Command::Build(a) | Command::Image(ImageCommand::Build(a)) => build::run(open, a),
         Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => images::run(&open()?, a),
         Command::Tag(a) | Command::Image(ImageCommand::Tag(a)) => tag::run(&open()?, a),
         Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => rmi::run(&open()?, a),

@@ -2,7 +2,7 @@
 //! an OCI image into the store.
 //!
 //! Today steps run in order, one stage at a time, and each COPY writes its layer straight from
-//! the context; the seams are where the full engine slots in: `base` resolves FROM (store or
+//! the context (as its `.dockerignore` leaves it); the seams are where the full engine slots in: `base` resolves FROM (store or
 //! registry), `steps` runs one instruction against a [`StageState`], `export` writes the image.
 //! The parallel scheduler and the cache (DESIGN.md decision 4) replace the loop in [`build`];
 //! snapshots and RUN replace the metadata index in `fs_index`.
@@ -38,6 +38,9 @@ pub struct BuildRequest {
     /// The Dockerfile's name as shown in diagnostics (`Dockerfile`, `build/app.Dockerfile`).
     pub dockerfile_name: String,
     pub dockerfile: String,
+    /// Where the Dockerfile is on disk, to find its own `<name>.dockerignore` beside it (which
+    /// wins over the context's `.dockerignore`); `None` when it came from stdin.
+    pub dockerfile_path: Option<PathBuf>,
     pub build_args: BTreeMap<String, String>,
     pub target: Option<String>,
     pub tags: Vec<ImageRef>,
@@ -87,7 +90,7 @@ pub fn build(
         automatic_args: automatic_args(),
     };
     let plan = frontend::plan(&df, &opts).map_err(BuildError::Dockerfile)?;
-    let ctx = Context::open(&req.context)?;
+    let ctx = Context::open(&req.context)?.apply_dockerignore(req.dockerfile_path.as_deref())?;
     // Blobs referenced by this build but not yet by a name must not be collected meanwhile.
     let _lease = store.lease()?;
     let created = timestamp(req.source_date_epoch);
@@ -174,7 +177,7 @@ fn reported<T>(
 }
 
 /// The platform args for a native build (build platform = target platform = this host).
-fn automatic_args() -> BTreeMap<String, String> {
+pub fn automatic_args() -> BTreeMap<String, String> {
     let host = crate::image::Platform::host();
     let spec = frontend::args::PlatformSpec {
         os: host.os,

@@ -346,9 +346,15 @@ fn concurrent_tags_are_all_kept() {
 #[test]
 fn killed_build_leaves_a_store_that_opens_clean() {
     let ctx = harness::tempdir();
-    write_files(ctx.path(), &[("Dockerfile", "FROM scratch\nCOPY big /big\n")]);
+    write_files(
+        ctx.path(),
+        &[("Dockerfile", "FROM scratch\nCOPY big /big\n")],
+    );
     // A large sparse file: the COPY layer takes a while to compress, long enough to kill it.
-    fs_err::File::create(ctx.path().join("big")).unwrap().set_len(2 << 30).unwrap();
+    fs_err::File::create(ctx.path().join("big"))
+        .unwrap()
+        .set_len(2 << 30)
+        .unwrap();
     let root = harness::tempdir();
     let mut child = harness::kiln_cmd(root.path())
         .args(["build", "-q", "-t", "big", ctx.path().to_str().unwrap()])
@@ -359,17 +365,29 @@ fn killed_build_leaves_a_store_that_opens_clean() {
     // Wait until the layer is being written, then kill the process without warning.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while ingest_files(root.path()) == 0 {
-        assert!(child.try_wait().unwrap().is_none(), "the build finished before it could be killed");
-        assert!(std::time::Instant::now() < deadline, "no ingest file appeared");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the build finished before it could be killed"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no ingest file appeared"
+        );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    assert_eq!(ingest_files(root.path()), 1, "the killed writer's temp file is still there");
+    assert_eq!(
+        ingest_files(root.path()),
+        1,
+        "the killed writer's temp file is still there"
+    );
 
     // The next kiln opens the store, sweeps the dead writer's file, and sees no image.
     assert_eq!(kiln(root.path(), &["images", "-q"]).ok().stdout, "");
     assert_eq!(ingest_files(root.path()), 0);
-    let blobs = std::fs::read_dir(root.path().join("blobs/sha256")).unwrap().count();
+    let blobs = std::fs::read_dir(root.path().join("blobs/sha256"))
+        .unwrap()
+        .count();
     assert_eq!(blobs, 0, "no half-written blob became visible");
 }

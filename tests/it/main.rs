@@ -1,8 +1,10 @@
 //! Integration tests for the `kiln` binary (`cargo test --test it`): one binary, so the
 //! harness (local registry, fixtures) is built once.
 
+mod build_call;
 mod build_options;
 mod build_scratch;
+mod dockerignore;
 mod errors;
 mod harness;
 mod interop;

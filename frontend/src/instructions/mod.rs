@@ -33,7 +33,7 @@ pub use simple::{
 };
 
 use crate::diagnostic::{Code, Diagnostic, Diagnostics};
-use crate::span::{Location, Span};
+use crate::span::{LineIndex, Location, Span};
 use crate::suggest;
 use crate::syntax::Node;
 
@@ -123,7 +123,8 @@ impl InstructionKind {
 /// What the typed builders get: the node plus the file's context.
 pub(crate) struct Ctx<'a> {
     pub node: &'a Node,
-    pub source: &'a str,
+    /// The line starts of the whole source, to locate instructions.
+    pub lines: &'a LineIndex<'a>,
     pub escape: char,
     /// Upper-case keyword, for messages.
     pub name: &'static str,
@@ -145,10 +146,12 @@ impl Ctx<'_> {
     }
 }
 
-/// Turns a syntax node into a typed instruction; problems go to `diags`.
+/// Turns a syntax node into a typed instruction; problems go to `diags`. `lines` indexes
+/// the source the node was parsed from (one index for the whole file, so locating every
+/// instruction costs about constant time each).
 pub(crate) fn from_node(
     node: &Node,
-    source: &str,
+    lines: &LineIndex<'_>,
     escape: char,
     diags: &mut Diagnostics,
 ) -> Option<Instruction> {
@@ -159,7 +162,7 @@ pub(crate) fn from_node(
     };
     let ctx = Ctx {
         node,
-        source,
+        lines,
         escape,
         name,
     };
@@ -189,7 +192,7 @@ pub(crate) fn from_node(
         return None;
     }
     Some(Instruction {
-        location: Location::of(node.span, source),
+        location: lines.location(node.span),
         keyword_span: node.keyword_span,
         original: node.original.clone(),
         kind: kind?,

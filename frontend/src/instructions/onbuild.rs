@@ -45,7 +45,7 @@ pub(super) fn parse(ctx: &Ctx<'_>, diags: &mut Diagnostics) -> Option<OnbuildCom
     trigger_node.heredocs = ctx.node.heredocs.clone();
     trigger_node.span = ctx.node.span;
     trigger_node.original = next.original.clone();
-    let trigger = from_node(&trigger_node, ctx.source, ctx.escape, diags)?;
+    let trigger = from_node(&trigger_node, ctx.lines, ctx.escape, diags)?;
     let mut expression = next.original.clone();
     for heredoc in &ctx.node.heredocs {
         expression.push('\n');

@@ -11,8 +11,12 @@
 //! Parent directories that the image already has are written with the image's metadata (what an
 //! overlay copy-up records), new ones as 0755 root.
 //!
+//! Sources come from the context as its `.dockerignore` leaves it (see `context`): a directory
+//! source copies only the entries the ignore file keeps, and naming an excluded source fails as
+//! not found.
+//!
 //! Not responsible for: wildcards, `--from`, `--link`, `--parents`, `--exclude` (the full
-//! engine), or `.dockerignore`.
+//! engine), or matching ignore rules (the context does).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::Metadata;
@@ -24,7 +28,7 @@ use snapshotter::layer::{
     Compression, Entry, EntryKind, LayerError, LayerInfo, LayerPath, LayerWriter,
 };
 
-use crate::solver::context::{Context, ContextError};
+use crate::solver::context::{Context, ContextError, WalkEntry};
 use crate::solver::fs_index::{FsIndex, MetaKind};
 use crate::store::{ContentStore, Expected, StoreError};
 
@@ -190,18 +194,26 @@ fn plan(
                 pattern: source.clone(),
             });
         }
-        let host = ctx.resolve(source)?;
-        let meta = fs_err::metadata(&host).map_err(|e| CopyError::Read {
-            path: host.clone(),
+        let resolved = ctx.resolve(source)?;
+        let host = resolved.host();
+        let meta = fs_err::metadata(host).map_err(|e| CopyError::Read {
+            path: host.to_owned(),
             source: e,
         })?;
         if meta.is_dir() {
+            let entries = ctx.walk(&resolved)?;
             if let Some(dest) = &dest_path
                 && fs.get(dest).is_none()
             {
                 out.insert(dest.clone(), planned(Source::Dir, &meta, spec));
             }
-            walk(&host, dest_path.as_ref(), spec, &mut out)?;
+            for entry in entries {
+                let target = match &dest_path {
+                    Some(d) => d.join(&entry.rel)?,
+                    None => LayerPath::new(&entry.rel)?,
+                };
+                out.insert(target, planned(entry_source(&entry)?, &entry.meta, spec));
+            }
         } else {
             let name = Path::new(source)
                 .file_name()
@@ -212,7 +224,7 @@ fn plan(
                 (None, _) => LayerPath::new(&name)?,
                 (Some(d), false) => d.clone(),
             };
-            out.insert(target, planned(file_source(&host, &meta)?, &meta, spec));
+            out.insert(target, planned(file_source(host, &meta)?, &meta, spec));
         }
     }
     // Every ancestor of what we write is in the layer too, as the image has it or as new.
@@ -245,50 +257,20 @@ fn plan(
     Ok(out)
 }
 
-fn walk(
-    dir: &Path,
-    dest: Option<&LayerPath>,
-    spec: &CopySpec,
-    out: &mut BTreeMap<LayerPath, Planned>,
-) -> Result<(), CopyError> {
-    let read_err = |source| CopyError::Read {
-        path: dir.to_owned(),
-        source,
-    };
-    for entry in fs_err::read_dir(dir).map_err(read_err)? {
-        let entry = entry.map_err(read_err)?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let host = entry.path();
-        let meta = fs_err::symlink_metadata(&host).map_err(|source| CopyError::Read {
-            path: host.clone(),
+/// What a walked context entry becomes in the layer (symlinks are copied as links).
+fn entry_source(entry: &WalkEntry) -> Result<Source, CopyError> {
+    let ft = entry.meta.file_type();
+    if ft.is_dir() {
+        Ok(Source::Dir)
+    } else if ft.is_symlink() {
+        let link = fs_err::read_link(&entry.host).map_err(|source| CopyError::Read {
+            path: entry.host.clone(),
             source,
         })?;
-        let target = match dest {
-            Some(d) => d.join(&name)?,
-            None => LayerPath::new(&name)?,
-        };
-        let ft = meta.file_type();
-        if ft.is_dir() {
-            out.insert(target.clone(), planned(Source::Dir, &meta, spec));
-            walk(&host, Some(&target), spec, out)?;
-        } else if ft.is_symlink() {
-            let link = fs_err::read_link(&host).map_err(|source| CopyError::Read {
-                path: host.clone(),
-                source,
-            })?;
-            out.insert(
-                target,
-                planned(
-                    Source::Symlink(link.to_string_lossy().into_owned()),
-                    &meta,
-                    spec,
-                ),
-            );
-        } else {
-            out.insert(target, planned(file_source(&host, &meta)?, &meta, spec));
-        }
+        Ok(Source::Symlink(link.to_string_lossy().into_owned()))
+    } else {
+        file_source(&entry.host, &entry.meta)
     }
-    Ok(())
 }
 
 fn file_source(host: &Path, meta: &Metadata) -> Result<Source, CopyError> {
@@ -431,6 +413,30 @@ mod tests {
         let p = plan(&ctx, &FsIndex::default(), &chowned).unwrap();
         let app = &p[&LayerPath::new("bin/app").unwrap()];
         assert_eq!((app.mode, app.uid, app.gid), (0o600, 1000, 1001));
+    }
+
+    #[test]
+    fn ignored_entries_are_not_copied() {
+        let (d, _) = setup();
+        fs_err::write(
+            d.path().join(".dockerignore"),
+            "dir/sub\n**/g\n!dir/sub/f\napp\n",
+        )
+        .unwrap();
+        let ctx = Context::open(d.path())
+            .unwrap()
+            .apply_dockerignore(None)
+            .unwrap();
+        let p = plan(&ctx, &FsIndex::default(), &spec(&["dir"], "/d")).unwrap();
+        assert_eq!(paths(&p), ["d", "d/hard", "d/link", "d/sub", "d/sub/f"]);
+        assert!(matches!(
+            plan(&ctx, &FsIndex::default(), &spec(&["app"], "/x")),
+            Err(CopyError::Context(ContextError::Excluded { .. }))
+        ));
+        assert!(matches!(
+            plan(&ctx, &FsIndex::default(), &spec(&["dir/g"], "/x")),
+            Err(CopyError::Context(ContextError::Excluded { .. }))
+        ));
     }
 
     #[test]
