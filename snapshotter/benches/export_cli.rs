@@ -4,7 +4,10 @@
 //! ```text
 //! export_cli generate DIR
 //! export_cli export DIR gzip|zstd|none|zstdmt [--save BLOB] [--previous BLOB] [--change-one] [--threads N]
+//! export_cli apply BLOB TARGET
 //! ```
+//! `apply` unpacks a layer blob into a new directory with `snapshotter::apply` (flat target,
+//! digests computed while streaming), for `benches/apply-vs-tar.sh`.
 //! `--save` writes the blob and its member index (`BLOB.index.json`); `--previous` re-exports
 //! reusing a saved blob; `--change-one` exports with one small file changed.
 
@@ -14,6 +17,7 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use snapshotter::apply::{ApplyExpect, ApplyOptions, WhiteoutMode, apply};
 use snapshotter::compress::{EncodeOptions, MemberIndex};
 use snapshotter::layer::Compression;
 use support::Change;
@@ -36,11 +40,18 @@ fn main() -> ExitCode {
 fn run(args: &[String]) -> io::Result<()> {
     let usage = || {
         io::Error::other(
-            "usage: export_cli generate DIR | export DIR gzip|zstd|none|zstdmt [--save BLOB] [--previous BLOB] [--change-one] [--threads N]",
+            "usage: export_cli generate DIR | apply BLOB TARGET | export DIR gzip|zstd|none|zstdmt [--save BLOB] [--previous BLOB] [--change-one] [--threads N]",
         )
     };
     match args {
         [cmd, dir] if cmd == "generate" => support::generate(&PathBuf::from(dir)),
+        [cmd, blob, target] if cmd == "apply" => {
+            let file = io::BufReader::with_capacity(1 << 20, std::fs::File::open(blob)?);
+            let opts = ApplyOptions::new(WhiteoutMode::Delete);
+            apply(file, &PathBuf::from(target), ApplyExpect::default(), &opts)
+                .map_err(io::Error::other)?;
+            Ok(())
+        }
         [cmd, dir, codec, rest @ ..] if cmd == "export" => {
             let compression = match codec.as_str() {
                 "gzip" => Compression::Gzip,
