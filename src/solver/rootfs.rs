@@ -405,3 +405,164 @@ fn touched_layer<W: std::io::Write>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use snapshotter::snapshot::Kind;
+
+    use crate::image::{Descriptor, media_type};
+    use crate::store::Layout;
+
+    fn counts(sn: &LocalSnapshotter) -> (usize, usize) {
+        let all = sn.walk().unwrap();
+        let committed = all.iter().filter(|i| i.kind == Kind::Committed).count();
+        (committed, all.len() - committed)
+    }
+
+    /// A one-directory, one-file gzip layer in `content`.
+    fn base_layer(content: &ContentStore) -> (Descriptor, DiffId) {
+        let mut layer = LayerWriter::new(content.writer().unwrap(), Compression::Gzip);
+        let dir = Entry {
+            path: LayerPath::new("tmp").unwrap(),
+            kind: EntryKind::Directory,
+            mode: 0o1777,
+            uid: 0,
+            gid: 0,
+            mtime: 5,
+        };
+        let file = Entry {
+            path: LayerPath::new("etc-file").unwrap(),
+            kind: EntryKind::File { size: 2 },
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: 5,
+        };
+        layer.append(&file, Some(&mut &b"hi"[..])).unwrap();
+        layer.append(&dir, None).unwrap();
+        let (writer, info) = layer.finish().unwrap();
+        writer.commit(None).unwrap();
+        (
+            Descriptor::new(media_type::OCI_LAYER_GZIP, info.digest.0, info.size),
+            info.diff_id,
+        )
+    }
+
+    #[test]
+    fn copy_driver_unpacks_once_and_commits_steps_by_chain() {
+        let store = tempfile::tempdir().unwrap();
+        let content = ContentStore::open(&Layout::new(store.path())).unwrap();
+        let sn =
+            snapshotter::snapshot::open(&store.path().join("snapshots"), Some(StorageDriver::Copy))
+                .unwrap();
+        let (layer, diff_id) = base_layer(&content);
+        let base = ensure_chain(&sn, &content, std::slice::from_ref(&layer), &[diff_id])
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            ensure_chain(&sn, &content, std::slice::from_ref(&layer), &[diff_id]).unwrap(),
+            Some(base.clone()),
+            "a hit"
+        );
+        assert_eq!(counts(&sn), (1, 0));
+
+        // A wrong DiffID is refused and leaves nothing behind.
+        let wrong = DiffId(snapshotter::Digest::of(b"other"));
+        assert!(matches!(
+            ensure_chain(&sn, &content, std::slice::from_ref(&layer), &[wrong]),
+            Err(RootfsError::Apply { .. })
+        ));
+        assert_eq!(counts(&sn), (1, 0));
+
+        // A step writing into /tmp: the layer has /tmp as the tree has it, and the new file.
+        let step = |sn: &LocalSnapshotter| {
+            file_step::<RootfsError>(
+                sn,
+                &content,
+                Some(&base),
+                &[diff_id],
+                Some(100),
+                Compression::Gzip,
+                |root| {
+                    let path = LayerPath::new("tmp/new").unwrap();
+                    root.write_file(&path, &mut &b"new"[..], 0o600, 0, 0, 50)?;
+                    Ok(Some(Touched {
+                        paths: [path].into_iter().collect(),
+                    }))
+                },
+            )
+        };
+        let StepLayer::Layer(info) = step(&sn).unwrap() else {
+            panic!("a layer")
+        };
+        let chain = ChainId::of_stack(&[diff_id, info.diff_id]).unwrap();
+        assert!(sn.committed_for_chain(&chain).unwrap().is_some());
+        assert_eq!(counts(&sn), (2, 0));
+        let bytes = content.read(&info.digest.0).unwrap();
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
+        let entries: Vec<(String, u32, u64)> = archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let h = e.header();
+                (
+                    e.path().unwrap().to_string_lossy().into_owned(),
+                    h.mode().unwrap(),
+                    h.mtime().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            entries,
+            [
+                ("tmp/".to_owned(), 0o1777, 100),
+                ("tmp/new".to_owned(), 0o600, 50)
+            ]
+        );
+        // The same step again produces the same layer and reuses the committed snapshot.
+        let StepLayer::Layer(again) = step(&sn).unwrap() else {
+            panic!("a layer")
+        };
+        assert_eq!(again, info);
+        assert_eq!(counts(&sn), (2, 0));
+
+        // A failing step and a step that changes nothing leave no active snapshot.
+        let failed = file_step::<RootfsError>(
+            &sn,
+            &content,
+            Some(&base),
+            &[diff_id],
+            None,
+            Compression::Gzip,
+            |root| {
+                root.write_file(
+                    &LayerPath::new("tmp").unwrap(),
+                    &mut &b""[..],
+                    0o644,
+                    0,
+                    0,
+                    0,
+                )?;
+                Ok(None)
+            },
+        );
+        assert!(matches!(
+            failed,
+            Err(RootfsError::InRoot(InRootError::OverwriteDirectory(_)))
+        ));
+        let unchanged = file_step::<RootfsError>(
+            &sn,
+            &content,
+            Some(&base),
+            &[diff_id],
+            None,
+            Compression::Gzip,
+            |_| Ok(None),
+        )
+        .unwrap();
+        assert!(matches!(unchanged, StepLayer::Unchanged));
+        assert_eq!(counts(&sn), (2, 0));
+    }
+}
