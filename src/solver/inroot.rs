@@ -201,9 +201,8 @@ impl InRoot {
                     pending.extend(components(&target).rev());
                 }
                 Some(_) => {}
-                None => {
-                    resolved.extend(pending.drain(..).rev().filter(|c| c != ".."));
-                }
+                // A missing name: what follows is missing too, until a `..` climbs back.
+                None => {}
             }
         }
         Ok(resolved.join("/"))
@@ -385,6 +384,8 @@ mod tests {
         assert_eq!(root.resolve("/bin/x").unwrap(), "usr/bin/x");
         assert_eq!(root.resolve("/abs").unwrap(), "usr/bin");
         assert_eq!(root.resolve("/nope/x").unwrap(), "nope/x");
+        assert_eq!(root.resolve("/nope/../x").unwrap(), "x");
+        assert_eq!(root.resolve("/nope/../bin/x").unwrap(), "usr/bin/x");
         // A loop is an error (ELOOP), as the kernel reports it.
         assert!(root.resolve("/loop/x").is_err());
         assert_eq!(root.resolve("/../../x").unwrap(), "x");

@@ -299,9 +299,19 @@ pub fn file_step<E: From<RootfsError>>(
             let root = InRoot::open(mounted.target()).map_err(RootfsError::from)?;
             let touched = write(&root);
             drop(root);
-            // Unmount before reading the upperdir, also when `write` failed.
-            mounted.unmount().map_err(RootfsError::from)?;
-            touched?
+            match touched {
+                // Unmount before reading the upperdir.
+                Ok(touched) => {
+                    mounted.unmount().map_err(RootfsError::from)?;
+                    touched
+                }
+                // The step's own error is the one to report; unmounting is still attempted
+                // (and the active snapshot removed by its guard).
+                Err(e) => {
+                    let _ = mounted.unmount();
+                    return Err(e);
+                }
+            }
         }
         StorageDriver::Copy => {
             let tree = write_target(active.changes());
