@@ -18,6 +18,7 @@ use crate::registry::{self, RegistryOptions};
 use crate::solver::context::ContextError;
 use crate::solver::{self, BuildError, BuildRequest};
 use crate::store::Store;
+use snapshotter::snapshot::StorageDriver;
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
@@ -72,7 +73,11 @@ pub struct BuildArgs {
 }
 
 /// Builds, or with `--call`/`--check` evaluates the build; only a build opens the store (`open`).
-pub fn run(open: impl FnOnce() -> Result<Store, Failure>, args: BuildArgs) -> CmdResult {
+pub fn run(
+    open: impl FnOnce() -> Result<Store, Failure>,
+    storage_driver: Option<StorageDriver>,
+    args: BuildArgs,
+) -> CmdResult {
     let call = call::Call::from_args(args.call.as_deref(), args.check, args.format.as_deref())?;
     if call.method != call::Method::Build {
         return call::run(&args, call);
@@ -135,6 +140,7 @@ pub fn run(open: impl FnOnce() -> Result<Store, Failure>, args: BuildArgs) -> Cm
         tags: tags.clone(),
         registry: registry_opts.clone(),
         source_date_epoch,
+        storage_driver,
     };
     let reporter = PlainProgress {
         quiet,

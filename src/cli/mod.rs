@@ -40,6 +40,16 @@ pub struct GlobalArgs {
     /// Store root (default: /var/lib/kiln as root, else $XDG_DATA_HOME/kiln).
     #[arg(long, global = true, env = "KILN_ROOT", value_name = "DIR")]
     pub root: Option<PathBuf>,
+    /// How unpacked filesystems are stored: `overlay` (overlayfs) or `copy` (full copies, for
+    /// filesystems where overlayfs cannot be used). Default: overlay when it can be mounted on
+    /// the store's filesystem, else copy.
+    #[arg(
+        long,
+        global = true,
+        env = "KILN_STORAGE_DRIVER",
+        value_name = "DRIVER"
+    )]
+    pub storage_driver: Option<snapshotter::snapshot::StorageDriver>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -162,7 +172,9 @@ fn run(cli: Cli) -> CmdResult {
         })
     };
     match cli.command {
-        Command::Build(a) | Command::Image(ImageCommand::Build(a)) => build::run(open, a),
+        Command::Build(a) | Command::Image(ImageCommand::Build(a)) => {
+            build::run(open, cli.global.storage_driver, a)
+        }
         Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => images::run(&open()?, a),
         Command::Tag(a) | Command::Image(ImageCommand::Tag(a)) => tag::run(&open()?, a),
         Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => rmi::run(&open()?, a),

@@ -4,15 +4,18 @@
 //! Today steps run in order, one stage at a time, and each COPY writes its layer straight from
 //! the context (as its `.dockerignore` leaves it); the seams are where the full engine slots in: `base` resolves FROM (store or
 //! registry), `steps` runs one instruction against a [`StageState`], `export` writes the image.
-//! The parallel scheduler and the cache (DESIGN.md decision 4) replace the loop in [`build`];
-//! snapshots and RUN replace the metadata index in `fs_index`.
+//! The parallel scheduler and the cache (DESIGN.md decision 4) replace the loop in [`build`].
+//! File steps (COPY, WORKDIR) run on snapshots of the stage's filesystem (`rootfs`: base layers
+//! unpacked by ChainID, the step's writes made root-bounded through `inroot`, the layer diffed
+//! from the snapshot); the snapshotter is opened only when such a step runs.
 //!
 //! Not responsible for: parsing (the `frontend` crate), rendering progress (the CLI).
 
 pub mod base;
 pub mod context;
 pub mod export;
-pub mod fs_index;
+pub mod inroot;
+pub mod rootfs;
 pub mod stage;
 pub mod steps;
 
@@ -22,6 +25,7 @@ use std::time::Instant;
 
 use frontend::span::Span;
 use snapshotter::Digest;
+use snapshotter::snapshot::StorageDriver;
 
 use crate::image::{Descriptor, ImageRef};
 use crate::progress::{Event, Reporter, StepId};
@@ -47,6 +51,9 @@ pub struct BuildRequest {
     pub registry: RegistryOptions,
     /// `SOURCE_DATE_EPOCH`: image and history dates, and the clamp for file mtimes.
     pub source_date_epoch: Option<u64>,
+    /// The snapshot driver for steps that need a filesystem (`None`: probe, overlay if it
+    /// mounts on the store's filesystem, else copy).
+    pub storage_driver: Option<StorageDriver>,
 }
 
 /// What a build produced.
@@ -94,7 +101,9 @@ pub fn build(
     // Blobs referenced by this build but not yet by a name must not be collected meanwhile.
     let _lease = store.lease()?;
     let created = timestamp(req.source_date_epoch);
+    let snapshots = rootfs::Snapshots::new(store, req.storage_driver);
     let env = steps::StepEnv {
+        snapshots: &snapshots,
         store,
         ctx: &ctx,
         registry: &req.registry,

@@ -1,13 +1,12 @@
-//! The state of a stage while its steps run: the image config being built, the layers so far,
-//! the variables visible to word expansion, and a lazily built index of the root filesystem.
+//! The state of a stage while its steps run: the image config being built, the layers so far
+//! (whose DiffIDs name the stage's filesystem snapshot, see `rootfs`), and the variables
+//! visible to word expansion.
 
 use std::collections::BTreeMap;
 
 use snapshotter::layer::LayerInfo;
 
 use crate::image::{Descriptor, HistoryEntry, ImageConfig, media_type};
-use crate::solver::fs_index::{FsIndex, FsIndexError};
-use crate::store::ContentStore;
 
 /// `PATH` that BuildKit gives images built `FROM scratch` (`system.DefaultPathEnv` for Linux).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -26,7 +25,6 @@ pub struct StageState {
     pub cmd_set: bool,
     /// The value of history `created` for entries this build adds.
     pub created: String,
-    fs: Option<FsIndex>,
 }
 
 impl StageState {
@@ -47,7 +45,6 @@ impl StageState {
             args: BTreeMap::new(),
             cmd_set: false,
             created,
-            fs: None,
         }
     }
 
@@ -68,14 +65,6 @@ impl StageState {
             .clone()
             .filter(|w| !w.is_empty())
             .unwrap_or_else(|| "/".to_owned())
-    }
-
-    /// The filesystem index, built from the layers on first use.
-    pub fn fs(&mut self, content: &ContentStore) -> Result<&mut FsIndex, FsIndexError> {
-        if self.fs.is_none() {
-            self.fs = Some(FsIndex::from_layers(content, &self.layers)?);
-        }
-        Ok(self.fs.as_mut().expect("just built"))
     }
 
     /// Add a layer and its history entry.

@@ -7,6 +7,8 @@
 //!   ingest/                  temp files of blobs being written (same filesystem as blobs/)
 //!   refs.json                image references: normalized name:tag → manifest digest
 //!   locks/<name>.lock        flock files; taken in a fixed order (content → images)
+//!   snapshots/               the snapshotter's root (`snapshotter::snapshot::open`): unpacked
+//!                            layer stacks named by ChainID, and the active snapshots of steps
 //! ```
 //!
 //! Not responsible for: creating or locking anything (see `content` and `refs`).
@@ -62,6 +64,11 @@ impl Layout {
 
     pub fn refs_file(&self) -> PathBuf {
         self.root.join("refs.json")
+    }
+
+    /// The snapshotter's root; opened only by commands that need a filesystem.
+    pub fn snapshots_dir(&self) -> PathBuf {
+        self.root.join("snapshots")
     }
 
     pub fn locks_dir(&self) -> PathBuf {

@@ -151,6 +151,11 @@ impl Store {
         self.layout.root()
     }
 
+    /// Where the snapshotter keeps its snapshots (see `layout`); not created here.
+    pub fn snapshots_dir(&self) -> PathBuf {
+        self.layout.snapshots_dir()
+    }
+
     pub fn content(&self) -> &ContentStore {
         &self.content
     }

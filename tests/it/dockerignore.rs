@@ -179,6 +179,11 @@ fn an_invalid_ignore_file_fails_the_build_with_its_location() {
         "{}",
         out.stderr
     );
-    assert!(out.stderr.contains(" 2 |   logs/[0-9\n   |        ^ unterminated character class"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(" 2 |   logs/[0-9\n   |        ^ unterminated character class"),
+        "{}",
+        out.stderr
+    );
     assert_eq!(out.stdout, "");
 }

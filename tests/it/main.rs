@@ -10,4 +10,5 @@ mod harness;
 mod interop;
 mod oci_schema;
 mod registry_client;
+mod snapshots;
 mod support;

@@ -8,8 +8,13 @@
 //! - owner is 0:0 unless `--chown`, mode is the source's unless `--chmod`; mtimes are the
 //!   source's (clamped to `SOURCE_DATE_EPOCH` when set); hard links inside a source stay links.
 //!
-//! Parent directories that the image already has are written with the image's metadata (what an
-//! overlay copy-up records), new ones as 0755 root.
+//! The copy is performed in the step's writable rootfs (a snapshot, see `rootfs`), through
+//! root-bounded operations (`inroot`): the destination is resolved inside the image root, and
+//! no `..` or symlink in the image or the context can make a write land outside it. Missing
+//! parent directories are created 0755 root (mtime `SOURCE_DATE_EPOCH`, else 0); existing ones
+//! are kept as the image has them (the layer then carries them as the rootfs has them after the
+//! copy: an overlay copy-up, e.g. `/tmp` with its mode 1777). Directory mtimes are set after
+//! their children are written.
 //!
 //! Sources come from the context as its `.dockerignore` leaves it (see `context`): a directory
 //! source copies only the entries the ignore file keeps, and naming an excluded source fails as
@@ -18,19 +23,18 @@
 //! Not responsible for: wildcards, `--from`, `--link`, `--parents`, `--exclude` (the full
 //! engine), or matching ignore rules (the context does).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::Metadata;
 use std::io::BufReader;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use snapshotter::layer::{
-    Compression, Entry, EntryKind, LayerError, LayerInfo, LayerPath, LayerWriter,
-};
+use snapshotter::layer::{LayerError, LayerPath};
 
 use crate::solver::context::{Context, ContextError, WalkEntry};
-use crate::solver::fs_index::{FsIndex, MetaKind};
-use crate::store::{ContentStore, Expected, StoreError};
+use crate::solver::inroot::{InRoot, InRootError, StatKind};
+use crate::solver::rootfs::Touched;
+use crate::store::StoreError;
 
 /// Errors of a COPY.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +60,8 @@ pub enum CopyError {
     #[error(transparent)]
     Layer(#[from] LayerError),
     #[error(transparent)]
+    InRoot(#[from] InRootError),
+    #[error(transparent)]
     Store(#[from] StoreError),
 }
 
@@ -78,7 +84,6 @@ enum Source {
     Dir,
     File {
         host: PathBuf,
-        size: u64,
         dev_ino: Option<(u64, u64)>,
     },
     Symlink(String),
@@ -93,78 +98,48 @@ struct Planned {
     mtime: u64,
 }
 
-/// Build the COPY layer into the content store; records the new entries in `fs`.
-pub fn copy_layer(
-    ctx: &Context,
-    fs: &mut FsIndex,
-    spec: &CopySpec,
-    content: &ContentStore,
-    compression: Compression,
-) -> Result<LayerInfo, CopyError> {
-    let planned = plan(ctx, fs, spec)?;
-    let writer = content.writer()?;
-    let mut layer = LayerWriter::new(writer, compression);
+/// Perform the COPY in `root` (the step's writable rootfs); returns the paths written.
+pub fn copy_into(ctx: &Context, root: &InRoot, spec: &CopySpec) -> Result<Touched, CopyError> {
+    let planned = plan(ctx, root, spec)?;
     let mut first_link: HashMap<(u64, u64), LayerPath> = HashMap::new();
     for (path, p) in &planned {
-        let (kind, mut reader) = match &p.source {
-            Source::Dir => (EntryKind::Directory, None),
-            Source::Symlink(target) => (
-                EntryKind::Symlink {
-                    target: target.clone(),
-                },
-                None,
-            ),
-            Source::File {
-                host,
-                size,
-                dev_ino,
-            } => {
+        let mtime = i64::try_from(p.mtime).unwrap_or(i64::MAX);
+        match &p.source {
+            Source::Dir => root.make_dir(path, p.mode, p.uid, p.gid)?,
+            Source::Symlink(target) => root.symlink(path, target, p.uid, p.gid, mtime)?,
+            Source::File { host, dev_ino, .. } => {
                 if let Some(key) = dev_ino
                     && let Some(first) = first_link.get(key)
                 {
-                    (
-                        EntryKind::Hardlink {
-                            target: first.clone(),
-                        },
-                        None,
-                    )
-                } else {
-                    if let Some(key) = dev_ino {
-                        first_link.insert(*key, path.clone());
-                    }
-                    let f = fs_err::File::open(host).map_err(|source| CopyError::Read {
-                        path: host.clone(),
-                        source,
-                    })?;
-                    (
-                        EntryKind::File { size: *size },
-                        Some(BufReader::with_capacity(128 * 1024, f)),
-                    )
+                    root.hard_link(path, first)?;
+                    continue;
                 }
+                if let Some(key) = dev_ino {
+                    first_link.insert(*key, path.clone());
+                }
+                let f = fs_err::File::open(host).map_err(|source| CopyError::Read {
+                    path: host.clone(),
+                    source,
+                })?;
+                let mut reader = BufReader::with_capacity(128 * 1024, f);
+                root.write_file(path, &mut reader, p.mode, p.uid, p.gid, mtime)?;
             }
-        };
-        let entry = Entry {
-            path: path.clone(),
-            kind,
-            mode: p.mode,
-            uid: p.uid,
-            gid: p.gid,
-            mtime: p.mtime,
-        };
-        layer.append(&entry, reader.as_mut().map(|r| r as &mut dyn std::io::Read))?;
-        fs.record(path, &entry.kind, p.mode, p.uid, p.gid, p.mtime);
+        }
     }
-    let (writer, info) = layer.finish()?;
-    writer.commit(Some(Expected {
-        digest: info.digest.0,
-        size: Some(info.size),
-    }))?;
-    Ok(info)
+    // Directory times last, children first: writing into a directory changes its mtime.
+    for (path, p) in planned.iter().rev() {
+        if matches!(p.source, Source::Dir) {
+            root.set_mtime(path, i64::try_from(p.mtime).unwrap_or(i64::MAX))?;
+        }
+    }
+    Ok(Touched {
+        paths: planned.into_keys().collect(),
+    })
 }
 
 fn plan(
     ctx: &Context,
-    fs: &FsIndex,
+    root: &InRoot,
     spec: &CopySpec,
 ) -> Result<BTreeMap<LayerPath, Planned>, CopyError> {
     let dest_abs = if spec.dest.starts_with('/') {
@@ -176,16 +151,17 @@ fn plan(
     if spec.sources.len() > 1 && !dir_hint {
         return Err(CopyError::DestinationNotDirectory);
     }
-    let dest_rel = fs.resolve_dir(&dest_abs);
+    let dest_rel = root.resolve(&dest_abs)?;
     let dest_path = if dest_rel.is_empty() {
         None
     } else {
         Some(LayerPath::new(&dest_rel).map_err(|_| CopyError::BadDestination(spec.dest.clone()))?)
     };
-    let dest_is_dir = dir_hint
-        || dest_path
-            .as_ref()
-            .is_none_or(|p| fs.get(p).is_some_and(|m| m.kind == MetaKind::Directory));
+    let dest_kind = match &dest_path {
+        Some(p) => root.lstat(p)?.map(|st| st.kind),
+        None => Some(StatKind::Directory),
+    };
+    let dest_is_dir = dir_hint || dest_kind == Some(StatKind::Directory);
 
     let mut out: BTreeMap<LayerPath, Planned> = BTreeMap::new();
     for source in &spec.sources {
@@ -203,7 +179,7 @@ fn plan(
         if meta.is_dir() {
             let entries = ctx.walk(&resolved)?;
             if let Some(dest) = &dest_path
-                && fs.get(dest).is_none()
+                && dest_kind != Some(StatKind::Directory)
             {
                 out.insert(dest.clone(), planned(Source::Dir, &meta, spec));
             }
@@ -227,30 +203,25 @@ fn plan(
             out.insert(target, planned(file_source(host, &meta)?, &meta, spec));
         }
     }
-    // Every ancestor of what we write is in the layer too, as the image has it or as new.
-    let ancestors: Vec<LayerPath> = out
+    // Missing ancestors of what we write are created (existing ones stay as the image has them).
+    let ancestors: BTreeSet<LayerPath> = out
         .keys()
         .flat_map(|p| p.ancestors().collect::<Vec<_>>())
+        .filter(|a| !out.contains_key(a))
         .collect();
     for a in ancestors {
-        if out.contains_key(&a) {
+        if root
+            .lstat(&a)?
+            .is_some_and(|st| st.kind == StatKind::Directory)
+        {
             continue;
         }
-        let p = match fs.get(&a) {
-            Some(m) if m.kind == MetaKind::Directory => Planned {
-                source: Source::Dir,
-                mode: m.mode,
-                uid: m.uid,
-                gid: m.gid,
-                mtime: m.mtime,
-            },
-            _ => Planned {
-                source: Source::Dir,
-                mode: 0o755,
-                uid: 0,
-                gid: 0,
-                mtime: spec.epoch.unwrap_or(0),
-            },
+        let p = Planned {
+            source: Source::Dir,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: spec.epoch.unwrap_or(0),
         };
         out.insert(a, p);
     }
@@ -292,7 +263,6 @@ fn file_source(host: &Path, meta: &Metadata) -> Result<Source, CopyError> {
     let dev_ino = (meta.nlink() > 1).then(|| (meta.dev(), meta.ino()));
     Ok(Source::File {
         host: host.to_owned(),
-        size: meta.len(),
         dev_ino,
     })
 }
@@ -334,6 +304,12 @@ mod tests {
         (d, ctx)
     }
 
+    fn empty() -> (tempfile::TempDir, InRoot) {
+        let d = tempfile::tempdir().unwrap();
+        let root = InRoot::open(d.path()).unwrap();
+        (d, root)
+    }
+
     fn spec(sources: &[&str], dest: &str) -> CopySpec {
         CopySpec {
             sources: sources.iter().map(|s| s.to_string()).collect(),
@@ -352,7 +328,8 @@ mod tests {
     #[test]
     fn directory_contents_not_the_directory() {
         let (_d, ctx) = setup();
-        let p = plan(&ctx, &FsIndex::default(), &spec(&["dir"], "/opt/app")).unwrap();
+        let (_r, root) = empty();
+        let p = plan(&ctx, &root, &spec(&["dir"], "/opt/app")).unwrap();
         assert_eq!(
             paths(&p),
             [
@@ -373,34 +350,31 @@ mod tests {
     #[test]
     fn file_into_directory_or_as_the_destination() {
         let (_d, ctx) = setup();
-        let into = plan(
-            &ctx,
-            &FsIndex::default(),
-            &spec(&["app"], "/usr/local/bin/"),
-        )
-        .unwrap();
+        let (_r, root) = empty();
+        let into = plan(&ctx, &root, &spec(&["app"], "/usr/local/bin/")).unwrap();
         assert_eq!(
             paths(&into),
             ["usr", "usr/local", "usr/local/bin", "usr/local/bin/app"]
         );
-        let as_dest = plan(&ctx, &FsIndex::default(), &spec(&["app"], "/srv/run")).unwrap();
+        let as_dest = plan(&ctx, &root, &spec(&["app"], "/srv/run")).unwrap();
         assert_eq!(paths(&as_dest), ["srv", "srv/run"]);
         let rel = CopySpec {
             workdir: "/work".into(),
             ..spec(&["app"], ".")
         };
         assert_eq!(
-            paths(&plan(&ctx, &FsIndex::default(), &rel).unwrap()),
+            paths(&plan(&ctx, &root, &rel).unwrap()),
             ["work", "work/app"]
         );
-        let root = plan(&ctx, &FsIndex::default(), &spec(&["app", "dir/g"], "/")).unwrap();
+        let root = plan(&ctx, &root, &spec(&["app", "dir/g"], "/")).unwrap();
         assert_eq!(paths(&root), ["app", "g"]);
     }
 
     #[test]
     fn modes_owner_and_clamped_mtimes() {
         let (_d, ctx) = setup();
-        let p = plan(&ctx, &FsIndex::default(), &spec(&["app"], "/bin/")).unwrap();
+        let (_r, root) = empty();
+        let p = plan(&ctx, &root, &spec(&["app"], "/bin/")).unwrap();
         let app = &p[&LayerPath::new("bin/app").unwrap()];
         assert_eq!((app.mode, app.uid, app.gid, app.mtime), (0o755, 0, 0, 1000));
         let bin = &p[&LayerPath::new("bin").unwrap()];
@@ -410,7 +384,7 @@ mod tests {
             chmod: Some(0o600),
             ..spec(&["app"], "/bin/")
         };
-        let p = plan(&ctx, &FsIndex::default(), &chowned).unwrap();
+        let p = plan(&ctx, &root, &chowned).unwrap();
         let app = &p[&LayerPath::new("bin/app").unwrap()];
         assert_eq!((app.mode, app.uid, app.gid), (0o600, 1000, 1001));
     }
@@ -427,14 +401,15 @@ mod tests {
             .unwrap()
             .apply_dockerignore(None)
             .unwrap();
-        let p = plan(&ctx, &FsIndex::default(), &spec(&["dir"], "/d")).unwrap();
+        let (_r, root) = empty();
+        let p = plan(&ctx, &root, &spec(&["dir"], "/d")).unwrap();
         assert_eq!(paths(&p), ["d", "d/hard", "d/link", "d/sub", "d/sub/f"]);
         assert!(matches!(
-            plan(&ctx, &FsIndex::default(), &spec(&["app"], "/x")),
+            plan(&ctx, &root, &spec(&["app"], "/x")),
             Err(CopyError::Context(ContextError::Excluded { .. }))
         ));
         assert!(matches!(
-            plan(&ctx, &FsIndex::default(), &spec(&["dir/g"], "/x")),
+            plan(&ctx, &root, &spec(&["dir/g"], "/x")),
             Err(CopyError::Context(ContextError::Excluded { .. }))
         ));
     }
@@ -442,8 +417,9 @@ mod tests {
     #[test]
     fn several_sources_need_a_directory_destination() {
         let (_d, ctx) = setup();
+        let (_r, root) = empty();
         assert!(matches!(
-            plan(&ctx, &FsIndex::default(), &spec(&["app", "dir"], "/x")),
+            plan(&ctx, &root, &spec(&["app", "dir"], "/x")),
             Err(CopyError::DestinationNotDirectory)
         ));
     }
@@ -451,57 +427,62 @@ mod tests {
     #[test]
     fn missing_and_escaping_sources_are_refused() {
         let (_d, ctx) = setup();
+        let (_r, root) = empty();
         assert!(matches!(
-            plan(&ctx, &FsIndex::default(), &spec(&["nope"], "/x")),
+            plan(&ctx, &root, &spec(&["nope"], "/x")),
             Err(CopyError::Context(ContextError::NotFound(_)))
         ));
         assert!(matches!(
-            plan(&ctx, &FsIndex::default(), &spec(&["../etc/passwd"], "/x")),
+            plan(&ctx, &root, &spec(&["../etc/passwd"], "/x")),
             Err(CopyError::Context(ContextError::OutsideContext(_)))
         ));
         assert!(matches!(
-            plan(&ctx, &FsIndex::default(), &spec(&["*.txt"], "/x/")),
+            plan(&ctx, &root, &spec(&["*.txt"], "/x/")),
             Err(CopyError::Wildcard { .. })
         ));
     }
 
     #[test]
-    fn writes_a_layer_with_hardlinks_and_records_entries() {
+    fn copies_into_the_root_with_hardlinks_and_directory_times() {
         let (_d, ctx) = setup();
-        let root = tempfile::tempdir().unwrap();
-        let content = ContentStore::open(&crate::store::Layout::new(root.path())).unwrap();
-        let mut fs = FsIndex::default();
-        let info = copy_layer(
-            &ctx,
-            &mut fs,
-            &spec(&["dir"], "/d"),
-            &content,
-            Compression::Gzip,
+        let (r, root) = empty();
+        fs_err::create_dir(r.path().join("tmp")).unwrap();
+        fs_err::set_permissions(
+            r.path().join("tmp"),
+            std::fs::Permissions::from_mode(0o1777),
         )
         .unwrap();
-        assert!(content.contains(&info.digest.0));
-        let bytes = content.read(&info.digest.0).unwrap();
-        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
-        let mut kinds = Vec::new();
-        for e in archive.entries().unwrap() {
-            let e = e.unwrap();
-            kinds.push((
-                e.path().unwrap().to_string_lossy().into_owned(),
-                e.header().entry_type(),
-            ));
-        }
-        assert!(kinds.contains(&("d/g".to_owned(), tar::EntryType::Regular)));
-        assert!(kinds.contains(&("d/hard".to_owned(), tar::EntryType::Link)));
-        assert!(fs.get(&LayerPath::new("d/sub/f").unwrap()).is_some());
-        // Same context, same layer.
-        let again = copy_layer(
-            &ctx,
-            &mut FsIndex::default(),
-            &spec(&["dir"], "/d"),
-            &content,
-            Compression::Gzip,
-        )
-        .unwrap();
-        assert_eq!(again, info);
+        std::os::unix::fs::symlink("/tmp", r.path().join("t")).unwrap();
+        let touched = copy_into(&ctx, &root, &spec(&["dir"], "/t/d")).unwrap();
+        let written: Vec<&str> = touched.paths.iter().map(LayerPath::as_str).collect();
+        assert_eq!(
+            written,
+            [
+                "tmp/d",
+                "tmp/d/g",
+                "tmp/d/hard",
+                "tmp/d/link",
+                "tmp/d/sub",
+                "tmp/d/sub/f"
+            ]
+        );
+        let g = fs_err::metadata(r.path().join("tmp/d/g")).unwrap();
+        let hard = fs_err::metadata(r.path().join("tmp/d/hard")).unwrap();
+        assert_eq!((g.ino(), g.nlink()), (hard.ino(), 2));
+        assert_eq!(fs_err::read(r.path().join("tmp/d/sub/f")).unwrap(), b"x");
+        let sub = fs_err::metadata(r.path().join("tmp/d/sub")).unwrap();
+        assert_eq!(sub.mtime(), 1000, "clamped, and set after the children");
+        let tmp = fs_err::metadata(r.path().join("tmp")).unwrap();
+        assert_eq!(
+            tmp.permissions().mode() & 0o7777,
+            0o1777,
+            "existing parent kept"
+        );
+        // A file cannot replace a directory.
+        fs_err::create_dir_all(r.path().join("tmp/x/app")).unwrap();
+        assert!(matches!(
+            copy_into(&ctx, &root, &spec(&["app"], "/tmp/x/")),
+            Err(CopyError::InRoot(InRootError::OverwriteDirectory(_)))
+        ));
     }
 }

@@ -9,7 +9,8 @@ use frontend::{ArgValue, CommandLine, Step, StepKind};
 use snapshotter::layer::{Compression, LayerError};
 
 use super::context::Context;
-use super::fs_index::FsIndexError;
+use super::inroot::{InRoot, InRootError};
+use super::rootfs::{self, RootfsError, Snapshots, StepLayer, Touched};
 use super::stage::StageState;
 use crate::progress::Reporter;
 use crate::registry::RegistryOptions;
@@ -27,6 +28,8 @@ pub struct StepEnv<'a> {
     pub registry: &'a RegistryOptions,
     pub epoch: Option<u64>,
     pub reporter: &'a dyn Reporter,
+    /// The store's snapshotter, opened by the first step that needs a filesystem.
+    pub snapshots: &'a Snapshots,
 }
 
 /// Why a step failed.
@@ -47,11 +50,19 @@ pub enum StepError {
         source: BoxError,
     },
     #[error(transparent)]
-    FsIndex(#[from] FsIndexError),
+    Rootfs(Box<RootfsError>),
+    #[error(transparent)]
+    InRoot(#[from] InRootError),
     #[error(transparent)]
     Layer(#[from] LayerError),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<RootfsError> for StepError {
+    fn from(e: RootfsError) -> Self {
+        Self::Rootfs(Box::new(e))
+    }
 }
 
 /// A boxed error source (the base image's parse or pull failure).
@@ -102,14 +113,16 @@ pub fn run(env: &StepEnv<'_>, state: &mut StageState, step: &Step) -> Result<(),
                 chmod,
                 epoch: env.epoch,
             };
-            let content = env.store.content();
-            let fs = state.fs(content)?;
-            let info = copy::copy_layer(env.ctx, fs, &spec, content, LAYER_COMPRESSION)?;
-            state.push_layer(
-                &info,
-                LAYER_COMPRESSION.media_type(),
-                format!("{} # buildkit", step.original),
-            );
+            let created_by = format!("{} # buildkit", step.original);
+            match file_step(env, state, |root| {
+                Ok(Some(copy::copy_into(env.ctx, root, &spec)?))
+            })? {
+                StepLayer::Layer(info) => {
+                    state.push_layer(&info, LAYER_COMPRESSION.media_type(), created_by);
+                }
+                // Every COPY writes at least its destination.
+                StepLayer::Unchanged => state.push_history(created_by, true),
+            }
         }
         StepKind::Env(e) => {
             let mut expanded: Vec<(String, String)> = Vec::new();
@@ -145,13 +158,25 @@ pub fn run(env: &StepEnv<'_>, state: &mut StageState, step: &Step) -> Result<(),
             metadata::expose(state, &specs)?;
         }
         StepKind::User(u) => metadata::user(state, &u.user.expand(&lookup)?),
-        StepKind::Workdir(w) => workdir::workdir(
-            state,
-            env.store.content(),
-            &w.path.expand(&lookup)?,
-            env.epoch,
-            LAYER_COMPRESSION,
-        )?,
+        StepKind::Workdir(w) => {
+            let wd = workdir::target(state, &w.path.expand(&lookup)?);
+            let created_by = format!("WORKDIR {wd}");
+            let layer = if wd == "/" {
+                StepLayer::Unchanged
+            } else {
+                let owner = workdir::owner(state);
+                file_step(env, state, |root| {
+                    Ok(workdir::create_in(root, &wd, owner, env.epoch)?)
+                })?
+            };
+            state.config.config.working_dir = Some(wd);
+            match layer {
+                StepLayer::Layer(info) => {
+                    state.push_layer(&info, LAYER_COMPRESSION.media_type(), created_by);
+                }
+                StepLayer::Unchanged => state.push_history(created_by, true),
+            }
+        }
         StepKind::Cmd(c) => metadata::cmd(state, &command(&c.command)),
         StepKind::Entrypoint(c) => metadata::entrypoint(state, &command(&c.command)),
         StepKind::Volume(v) => {
@@ -186,6 +211,27 @@ pub fn run(env: &StepEnv<'_>, state: &mut StageState, step: &Step) -> Result<(),
         StepKind::Onbuild(_) => return Err(StepError::Unsupported("ONBUILD steps")),
     }
     Ok(())
+}
+
+/// Run a file step on the stage's current filesystem (unpacked on first use) and commit it.
+fn file_step(
+    env: &StepEnv<'_>,
+    state: &StageState,
+    write: impl FnOnce(&InRoot) -> Result<Option<Touched>, StepError>,
+) -> Result<StepLayer, StepError> {
+    let sn = env.snapshots.get()?;
+    let content = env.store.content();
+    let diff_ids = &state.config.rootfs.diff_ids;
+    let parent = rootfs::ensure_chain(sn, content, &state.layers, diff_ids)?;
+    rootfs::file_step(
+        sn,
+        content,
+        parent.as_ref(),
+        diff_ids,
+        env.epoch,
+        LAYER_COMPRESSION,
+        write,
+    )
 }
 
 fn command(c: &CommandLine) -> Command {

@@ -1,12 +1,15 @@
 //! WORKDIR: set the working directory and, as BuildKit does, create it (with missing parents) in
 //! a layer of its own. When the directory already exists the step records no layer.
+//!
+//! The directory is created in the step's writable rootfs (a snapshot, see `rootfs`) through
+//! root-bounded operations: symlinks on the way are followed inside the image root. Created
+//! directories are 0755, owned by a numeric USER (else root), dated `SOURCE_DATE_EPOCH` (else 0).
 
-use snapshotter::layer::{Compression, Entry, EntryKind, LayerPath, LayerWriter};
+use snapshotter::layer::LayerPath;
 
-use super::StepError;
-use crate::solver::fs_index::MetaKind;
+use crate::solver::inroot::{InRoot, InRootError, StatKind};
+use crate::solver::rootfs::Touched;
 use crate::solver::stage::StageState;
-use crate::store::{ContentStore, Expected};
 
 /// Resolve `path` against the current WORKDIR and clean it (`/a/./b/../c` → `/a/c`).
 pub fn normalize(current: &str, path: &str) -> String {
@@ -28,71 +31,53 @@ pub fn normalize(current: &str, path: &str) -> String {
     format!("/{}", parts.join("/"))
 }
 
-/// Run a WORKDIR step.
-pub fn workdir(
-    state: &mut StageState,
-    content: &ContentStore,
-    path: &str,
+/// The WORKDIR path a step sets: `path` resolved against the current WORKDIR.
+pub fn target(state: &StageState, path: &str) -> String {
+    normalize(&state.workdir(), path)
+}
+
+/// The owner of directories WORKDIR creates: a numeric USER (names need the image's passwd,
+/// which user resolution brings with RUN), else root.
+pub fn owner(state: &StageState) -> (u64, u64) {
+    numeric_user(state.config.config.user.as_deref()).unwrap_or((0, 0))
+}
+
+/// Create the absolute directory `wd` (and missing parents) in `root`; `None` when it already
+/// exists (no layer).
+pub fn create_in(
+    root: &InRoot,
+    wd: &str,
+    (uid, gid): (u64, u64),
     epoch: Option<u64>,
-    compression: Compression,
-) -> Result<(), StepError> {
-    let wd = normalize(&state.workdir(), path);
-    state.config.config.working_dir = Some(wd.clone());
-    let created_by = format!("WORKDIR {wd}");
-    if wd == "/" {
-        state.push_history(created_by, true);
-        return Ok(());
-    }
-    // The owner of created directories follows a numeric USER (names need the image's passwd,
-    // which user resolution brings with RUN).
-    let (uid, gid) = numeric_user(state.config.config.user.as_deref()).unwrap_or((0, 0));
-    let fs = state.fs(content)?;
-    let target = fs.resolve_dir(&wd);
-    let Ok(target) = LayerPath::new(&target) else {
-        state.push_history(created_by, true);
-        return Ok(());
+) -> Result<Option<Touched>, InRootError> {
+    let resolved = root.resolve(wd)?;
+    let Ok(target) = LayerPath::new(&resolved) else {
+        return Ok(None);
     };
-    if fs
-        .get(&target)
-        .is_some_and(|m| m.kind == MetaKind::Directory)
+    if root
+        .lstat(&target)?
+        .is_some_and(|st| st.kind == StatKind::Directory)
     {
-        state.push_history(created_by, true);
-        return Ok(());
+        return Ok(None);
     }
-    let mut entries = Vec::new();
+    let mut created = Vec::new();
     for p in target.ancestors().chain(std::iter::once(target.clone())) {
-        let entry = match fs.get(&p) {
-            Some(m) if m.kind == MetaKind::Directory => Entry {
-                path: p,
-                kind: EntryKind::Directory,
-                mode: m.mode,
-                uid: m.uid,
-                gid: m.gid,
-                mtime: m.mtime,
-            },
-            _ => Entry {
-                path: p,
-                kind: EntryKind::Directory,
-                mode: 0o755,
-                uid,
-                gid,
-                mtime: epoch.unwrap_or(0),
-            },
-        };
-        entries.push(entry);
+        match root.lstat(&p)? {
+            Some(st) if st.kind == StatKind::Directory => {}
+            Some(_) => return Err(InRootError::NotADirectory(p.as_str().to_owned())),
+            None => {
+                root.make_dir(&p, 0o755, uid, gid)?;
+                created.push(p);
+            }
+        }
     }
-    let mut layer = LayerWriter::new(content.writer()?, compression);
-    for e in &entries {
-        layer.append(e, None)?;
-        fs.record(&e.path, &e.kind, e.mode, e.uid, e.gid, e.mtime);
+    let mtime = i64::try_from(epoch.unwrap_or(0)).unwrap_or(i64::MAX);
+    for p in created.iter().rev() {
+        root.set_mtime(p, mtime)?;
     }
-    let (writer, info) = layer.finish()?;
-    writer.commit(Some(Expected {
-        digest: info.digest.0,
-        size: Some(info.size),
-    }))?;
-    state.push_layer(&info, compression.media_type(), created_by);
-    Ok(())
+    Ok(Some(Touched {
+        paths: created.into_iter().collect(),
+    }))
 }
 
 fn numeric_user(user: Option<&str>) -> Option<(u64, u64)> {
@@ -112,6 +97,31 @@ mod tests {
         assert_eq!(normalize("/a", "b/../c/./d"), "/a/c/d");
         assert_eq!(normalize("/a", "/x/"), "/x");
         assert_eq!(normalize("/", "../.."), "/");
+    }
+
+    #[test]
+    fn creates_missing_directories_only() {
+        let d = tempfile::tempdir().unwrap();
+        fs_err::create_dir(d.path().join("tmp")).unwrap();
+        std::os::unix::fs::symlink("/tmp", d.path().join("t")).unwrap();
+        let root = InRoot::open(d.path()).unwrap();
+        assert!(create_in(&root, "/tmp", (0, 0), None).unwrap().is_none());
+        assert!(create_in(&root, "/t", (0, 0), None).unwrap().is_none());
+        let touched = create_in(&root, "/t/a/b", (1000, 0), Some(5))
+            .unwrap()
+            .unwrap();
+        let paths: Vec<&str> = touched.paths.iter().map(LayerPath::as_str).collect();
+        assert_eq!(paths, ["tmp/a", "tmp/a/b"]);
+        let st = root
+            .lstat(&LayerPath::new("tmp/a").unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!((st.mode, st.uid, st.mtime), (0o755, 1000, 5));
+        fs_err::write(d.path().join("file"), b"").unwrap();
+        assert!(matches!(
+            create_in(&root, "/file/x", (0, 0), None),
+            Err(InRootError::NotADirectory(_))
+        ));
     }
 
     #[test]
