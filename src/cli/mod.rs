@@ -178,7 +178,9 @@ fn run(cli: Cli) -> CmdResult {
         Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => images::run(&open()?, a),
         Command::Tag(a) | Command::Image(ImageCommand::Tag(a)) => tag::run(&open()?, a),
         Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => rmi::run(&open()?, a),
-        Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => pull::run(&open()?, a),
+        Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => {
+            pull::run(&open()?, cli.global.storage_driver, a)
+        }
         Command::Push(a) | Command::Image(ImageCommand::Push(a)) => push::run(&open()?, a),
         Command::Image(ImageCommand::Inspect(a)) => inspect::run(&open()?, a),
     }

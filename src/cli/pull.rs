@@ -5,7 +5,9 @@ use clap::Args;
 use super::transfer::{Direction, TransferLines};
 use super::{CmdResult, parse_ref};
 use crate::registry::{self, RegistryOptions};
+use crate::solver::rootfs::{self, Snapshots};
 use crate::store::Store;
+use snapshotter::snapshot::StorageDriver;
 
 #[derive(Debug, Args)]
 pub struct PullArgs {
@@ -20,7 +22,7 @@ pub struct PullArgs {
     image: String,
 }
 
-pub fn run(store: &Store, args: PullArgs) -> CmdResult {
+pub fn run(store: &Store, storage_driver: Option<StorageDriver>, args: PullArgs) -> CmdResult {
     let reference = parse_ref(&args.image)?;
     if !args.quiet
         && reference.digest().is_none()
@@ -41,6 +43,15 @@ pub fn run(store: &Store, args: PullArgs) -> CmdResult {
         quiet: args.quiet,
     };
     let image = registry::pull(store, &reference, &opts, &observer)?;
+    // As with Docker and containerd, a pulled image is unpacked: its layers become snapshots
+    // named by ChainID, shared with every other image built on the same layers.
+    let snapshots = Snapshots::new(store, storage_driver);
+    rootfs::ensure_chain(
+        snapshots.get()?,
+        store.content(),
+        &image.manifest.layers,
+        &image.config.rootfs.diff_ids,
+    )?;
     if !args.quiet {
         eprintln!("Digest: {}", image.manifest_descriptor.digest);
         eprintln!("Status: Downloaded image for {}", reference.familiar());

@@ -8,7 +8,7 @@ use snapshotter::snapshot::{self, Kind, Snapshotter, StorageDriver};
 use snapshotter::{ChainId, DiffId};
 
 use crate::harness::{self, Registry, skip_unless};
-use crate::support::{inspect, kiln_env, layer_entries, write_files};
+use crate::support::{inspect, kiln, kiln_env, layer_entries, write_files};
 
 const EPOCH: &str = "1700000000";
 
@@ -273,4 +273,33 @@ fn concurrent_builds_unpack_one_chain_once() {
         .collect();
     assert!(ids.windows(2).all(|w| w[0] == w[1]), "{ids:?}");
     assert!(mounts_under(root.path()).is_empty());
+}
+
+#[test]
+fn pull_unpacks_into_chain_id_snapshots() {
+    let reg = skip_unless!(Registry::start());
+    skip_unless!(harness::root_required());
+    skip_unless!(harness::skopeo_push_busybox(&reg, "library/busybox:latest"));
+    let root = harness::tempdir();
+    let image = format!("{}/library/busybox", reg.host_port());
+    kiln(
+        root.path(),
+        &["--storage-driver", "copy", "pull", "-q", &image],
+    )
+    .ok();
+    // One committed snapshot per layer (busybox has one), named by the image's ChainID.
+    assert_eq!(snapshot_counts(root.path(), StorageDriver::Copy), (1, 0));
+    let inspected = inspect(root.path(), &image);
+    let diff_ids: Vec<DiffId> =
+        serde_json::from_value(inspected["RootFS"]["Layers"].clone()).unwrap();
+    let chain = ChainId::of_stack(&diff_ids).unwrap();
+    let sn = snapshot::open(&root.path().join("snapshots"), Some(StorageDriver::Copy)).unwrap();
+    assert!(sn.committed_for_chain(&chain).unwrap().is_some());
+    // A second pull finds everything unpacked already.
+    kiln(
+        root.path(),
+        &["--storage-driver", "copy", "pull", "-q", &image],
+    )
+    .ok();
+    assert_eq!(snapshot_counts(root.path(), StorageDriver::Copy), (1, 0));
 }
