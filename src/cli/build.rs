@@ -20,6 +20,25 @@ use crate::solver::{self, BuildError, BuildRequest};
 use crate::store::Store;
 use snapshotter::snapshot::StorageDriver;
 
+/// `--compression`: gzip (the default, readable everywhere), zstd (faster, smaller; needs a
+/// recent runtime to pull), or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LayerCompression {
+    Gzip,
+    Zstd,
+    Uncompressed,
+}
+
+impl From<LayerCompression> for snapshotter::layer::Compression {
+    fn from(c: LayerCompression) -> Self {
+        match c {
+            LayerCompression::Gzip => Self::Gzip,
+            LayerCompression::Zstd => Self::Zstd,
+            LayerCompression::Uncompressed => Self::Uncompressed,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct BuildArgs {
     /// Name and optionally a tag (`name:tag`); repeatable.
@@ -57,6 +76,9 @@ pub struct BuildArgs {
     /// Target platform; only the platform kiln runs on is supported today.
     #[arg(long, value_name = "PLATFORM")]
     platform: Option<String>,
+    /// Compression of the layers the build writes.
+    #[arg(long, value_enum, default_value_t = LayerCompression::Gzip)]
+    compression: LayerCompression,
     /// Evaluate the build instead of running it: `check`, `outline` or `targets` (`build`, the
     /// default, builds); `METHOD,format=json` prints JSON, as buildx.
     #[arg(long, value_name = "METHOD")]
@@ -141,6 +163,7 @@ pub fn run(
         registry: registry_opts.clone(),
         source_date_epoch,
         storage_driver,
+        compression: args.compression.into(),
     };
     let reporter = PlainProgress {
         quiet,

@@ -54,6 +54,8 @@ pub struct BuildRequest {
     /// The snapshot driver for steps that need a filesystem (`None`: probe, overlay if it
     /// mounts on the store's filesystem, else copy).
     pub storage_driver: Option<StorageDriver>,
+    /// Compression of the layers the build writes (gzip by default, as Docker).
+    pub compression: snapshotter::layer::Compression,
 }
 
 /// What a build produced.
@@ -108,6 +110,7 @@ pub fn build(
         ctx: &ctx,
         registry: &req.registry,
         epoch: req.source_date_epoch,
+        compression: req.compression,
         reporter,
     };
 

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::process::Stdio;
 
-use crate::harness;
+use crate::harness::{self, skip_unless};
 use crate::support::{inspect, kiln, kiln_env, write_files};
 
 #[test]
@@ -232,4 +232,66 @@ fn automatic_platform_args() {
         "{}",
         out.stderr
     );
+}
+
+#[test]
+fn zstd_and_uncompressed_layers() {
+    skip_unless!(harness::root_required());
+    let zstd_tool = skip_unless!(harness::which("zstd"));
+    let ctx = harness::tempdir();
+    write_files(
+        ctx.path(),
+        &[
+            (
+                "Dockerfile",
+                "FROM scratch AS base\nCOPY a.txt /a/\nFROM base\nCOPY b.txt /a/\n",
+            ),
+            ("a.txt", "A"),
+            ("b.txt", "B"),
+        ],
+    );
+    let root = harness::tempdir();
+    for (compression, media_type) in [
+        ("zstd", "application/vnd.oci.image.layer.v1.tar+zstd"),
+        ("uncompressed", "application/vnd.oci.image.layer.v1.tar"),
+    ] {
+        let tag = format!("c:{compression}");
+        kiln(
+            root.path(),
+            &[
+                "build",
+                "-q",
+                "--compression",
+                compression,
+                "-t",
+                &tag,
+                ctx.path().to_str().unwrap(),
+            ],
+        )
+        .ok();
+        let manifest = &inspect(root.path(), &tag)["Manifest"];
+        let layers = manifest["layers"].as_array().unwrap();
+        // The second stage unpacked the first stage's layer (detected by magic) to build on it.
+        assert_eq!(layers.len(), 2);
+        assert!(
+            layers.iter().all(|l| l["mediaType"] == media_type),
+            "{manifest}"
+        );
+        if compression == "zstd" {
+            let digest = layers[1]["digest"].as_str().unwrap();
+            let blob = root.path().join("blobs/sha256").join(&digest[7..]);
+            let tar = std::process::Command::new(&zstd_tool)
+                .args(["-dc", blob.to_str().unwrap()])
+                .output()
+                .unwrap();
+            assert!(tar.status.success());
+            let mut archive = tar::Archive::new(&tar.stdout[..]);
+            let names: Vec<String> = archive
+                .entries()
+                .unwrap()
+                .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+                .collect();
+            assert!(names.contains(&"a/b.txt".to_owned()), "{names:?}");
+        }
+    }
 }

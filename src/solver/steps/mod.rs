@@ -18,15 +18,14 @@ use crate::store::{Store, StoreError};
 use copy::{CopyError, CopySpec};
 use metadata::Command;
 
-/// The compression of layers kiln writes (zstd lands with the layers issue).
-pub const LAYER_COMPRESSION: Compression = Compression::Gzip;
-
 /// What steps may use.
 pub struct StepEnv<'a> {
     pub store: &'a Store,
     pub ctx: &'a Context,
     pub registry: &'a RegistryOptions,
     pub epoch: Option<u64>,
+    /// How the layers this build writes are compressed (`--compression`).
+    pub compression: Compression,
     pub reporter: &'a dyn Reporter,
     /// The store's snapshotter, opened by the first step that needs a filesystem.
     pub snapshots: &'a Snapshots,
@@ -118,7 +117,7 @@ pub fn run(env: &StepEnv<'_>, state: &mut StageState, step: &Step) -> Result<(),
                 Ok(Some(copy::copy_into(env.ctx, root, &spec)?))
             })? {
                 StepLayer::Layer(info) => {
-                    state.push_layer(&info, LAYER_COMPRESSION.media_type(), created_by);
+                    state.push_layer(&info, env.compression.media_type(), created_by);
                 }
                 // Every COPY writes at least its destination.
                 StepLayer::Unchanged => state.push_history(created_by, true),
@@ -172,7 +171,7 @@ pub fn run(env: &StepEnv<'_>, state: &mut StageState, step: &Step) -> Result<(),
             state.config.config.working_dir = Some(wd);
             match layer {
                 StepLayer::Layer(info) => {
-                    state.push_layer(&info, LAYER_COMPRESSION.media_type(), created_by);
+                    state.push_layer(&info, env.compression.media_type(), created_by);
                 }
                 StepLayer::Unchanged => state.push_history(created_by, true),
             }
@@ -229,7 +228,7 @@ fn file_step(
         parent.as_ref(),
         diff_ids,
         env.epoch,
-        LAYER_COMPRESSION,
+        env.compression,
         write,
     )
 }
