@@ -64,6 +64,8 @@ pub enum Code {
     InvalidStageName,
     /// F0117: a malformed `# check=` directive or `BUILDKIT_DOCKERFILE_CHECK` value.
     InvalidCheckOption,
+    /// F0118: a `RUN --mount` value that is not a valid mount specification.
+    InvalidMount,
     /// F0201: no `FROM`, or an instruction other than `ARG` before the first `FROM`.
     NoStage,
     /// F0202: two stages with the same name.
@@ -108,6 +110,7 @@ impl Code {
             Code::JsonFormRequired => "F0115",
             Code::InvalidStageName => "F0116",
             Code::InvalidCheckOption => "F0117",
+            Code::InvalidMount => "F0118",
             Code::NoStage => "F0201",
             Code::DuplicateStageName => "F0202",
             Code::UnknownTarget => "F0203",

@@ -208,7 +208,8 @@ impl<'l> Lexer<'l> {
     /// The machine behind [`Lexer::process`]: always at least the outermost text frame on
     /// the stack until it finishes.
     fn run(&mut self) -> Result<Processed, ExpandError> {
-        let mut stack = vec![self.text_frame(None, self.raw_escapes, Then::Finish)];
+        let mut stack = Stack::default();
+        stack.push(self.text_frame(None, self.raw_escapes, Then::Finish));
         loop {
             let step = match stack.last_mut() {
                 Some(Frame::Text(text)) => self.text_step(text),
@@ -217,7 +218,6 @@ impl<'l> Lexer<'l> {
                 None => return Err(ExpandError::Unterminated { expected: "}" }),
             };
             let outcome = match step {
-                Ok(Step::Continue) => continue,
                 Ok(Step::Push(frame)) => {
                     stack.push(frame);
                     continue;
@@ -251,55 +251,54 @@ impl<'l> Lexer<'l> {
         })
     }
 
-    /// One step of BuildKit's `processStopOn` loop.
+    /// BuildKit's `processStopOn` loop, up to the next thing that needs the stack: the
+    /// end of the frame, a `$` or a double quote.
     fn text_step(&mut self, frame: &mut TextFrame) -> Result<Step, ExpandError> {
-        let Some(ch) = self.peek() else {
-            return match frame.stop {
-                None => Ok(Step::Pop),
-                Some('}') => Err(ExpandError::Unterminated { expected: "}" }),
-                Some('/') => Err(ExpandError::Unterminated { expected: "/" }),
-                Some(_) => Err(ExpandError::Unterminated { expected: "?" }),
-            };
-        };
-        if Some(ch) == frame.stop {
-            self.next();
-            return Ok(Step::Pop);
-        }
-        match ch {
-            '$' => return self.start_dollar(),
-            '\'' if !self.skip_quotes => {
-                let value = self.process_single_quote()?;
-                frame.result.push_str(&value);
-                frame.words.add_raw_string(&value);
-            }
-            '"' if !self.skip_quotes => {
-                let open = self.next();
-                let mut result = String::new();
-                if self.raw_quotes {
-                    result.extend(open);
-                }
-                return Ok(Step::Push(Frame::DoubleQuote(result)));
-            }
-            _ => {
+        while let Some(ch) = self.peek() {
+            if Some(ch) == frame.stop {
                 self.next();
-                if ch == self.escape {
-                    if self.raw_escapes {
-                        frame.words.add_raw_char(ch);
-                        frame.result.push(ch);
+                return Ok(Step::Pop);
+            }
+            match ch {
+                '$' => return self.start_dollar(),
+                '\'' if !self.skip_quotes => {
+                    let value = self.process_single_quote()?;
+                    frame.result.push_str(&value);
+                    frame.words.add_raw_string(&value);
+                }
+                '"' if !self.skip_quotes => {
+                    let open = self.next();
+                    let mut result = String::new();
+                    if self.raw_quotes {
+                        result.extend(open);
                     }
-                    // The escape token escapes the next character; at the end of the
-                    // text it is dropped (and the next step sees the end).
-                    if let Some(escaped) = self.next() {
+                    return Ok(Step::Push(Frame::DoubleQuote(result)));
+                }
+                _ => {
+                    self.next();
+                    if ch == self.escape {
+                        if self.raw_escapes {
+                            frame.words.add_raw_char(ch);
+                            frame.result.push(ch);
+                        }
+                        // The escape token escapes the next character; at the end of the
+                        // text it is dropped.
+                        let Some(escaped) = self.next() else { break };
                         frame.words.add_raw_char(escaped);
                         frame.result.push(escaped);
+                    } else {
+                        frame.words.add_char(ch);
+                        frame.result.push(ch);
                     }
-                } else {
-                    frame.words.add_char(ch);
-                    frame.result.push(ch);
                 }
             }
         }
-        Ok(Step::Continue)
+        match frame.stop {
+            None => Ok(Step::Pop),
+            Some('}') => Err(ExpandError::Unterminated { expected: "}" }),
+            Some('/') => Err(ExpandError::Unterminated { expected: "/" }),
+            Some(_) => Err(ExpandError::Unterminated { expected: "?" }),
+        }
     }
 
     /// Everything up to the next `'` is literal; there is no way to escape a `'`.
@@ -327,39 +326,42 @@ impl<'l> Lexer<'l> {
         }
     }
 
-    /// One step inside double quotes: everything up to the next unescaped `"` is literal
-    /// except `$` expansions; the escape token only escapes `"`, `$` and itself and is
-    /// kept before anything else.
+    /// Inside double quotes, up to the closing quote or a `$`: everything up to the next
+    /// unescaped `"` is literal except `$` expansions; the escape token only escapes
+    /// `"`, `$` and itself and is kept before anything else.
     fn double_quote_step(&mut self, result: &mut String) -> Result<Step, ExpandError> {
-        match self.peek() {
-            None => Err(ExpandError::Unterminated {
-                expected: "double-quote",
-            }),
-            Some('"') => {
-                self.next();
-                if self.raw_quotes {
-                    result.push('"');
+        loop {
+            match self.peek() {
+                None => {
+                    return Err(ExpandError::Unterminated {
+                        expected: "double-quote",
+                    });
                 }
-                Ok(Step::Pop)
-            }
-            Some('$') => self.start_dollar(),
-            Some(_) => {
-                let mut ch = self.next().unwrap_or_default();
-                if ch == self.escape {
-                    if self.raw_escapes {
-                        result.push(ch);
+                Some('"') => {
+                    self.next();
+                    if self.raw_quotes {
+                        result.push('"');
                     }
-                    match self.peek() {
-                        None => return Ok(Step::Continue),
-                        Some(c) if c == '"' || c == '$' || c == self.escape => {
-                            ch = c;
-                            self.next();
+                    return Ok(Step::Pop);
+                }
+                Some('$') => return self.start_dollar(),
+                Some(_) => {
+                    let mut ch = self.next().unwrap_or_default();
+                    if ch == self.escape {
+                        if self.raw_escapes {
+                            result.push(ch);
                         }
-                        Some(_) => {}
+                        match self.peek() {
+                            None => continue,
+                            Some(c) if c == '"' || c == '$' || c == self.escape => {
+                                ch = c;
+                                self.next();
+                            }
+                            Some(_) => {}
+                        }
                     }
+                    result.push(ch);
                 }
-                result.push(ch);
-                Ok(Step::Continue)
             }
         }
     }
@@ -436,7 +438,7 @@ impl<'l> Lexer<'l> {
     }
 
     /// Pops the finished top frame and does what its caller does with it.
-    fn finish(&mut self, stack: &mut Vec<Frame>) -> Result<Finished, ExpandError> {
+    fn finish(&mut self, stack: &mut Stack) -> Result<Finished, ExpandError> {
         let text = match stack.pop() {
             Some(Frame::Text(text)) => text,
             Some(Frame::DoubleQuote(result)) => return Ok(Finished::Value(Value::Quoted(result))),
@@ -471,7 +473,7 @@ impl<'l> Lexer<'l> {
     /// Pops frames from the top until the outermost, as the recursive form returns an
     /// error through its callers: an operand that is cut off by the end of the text
     /// reports the missing `}` (or `/`) of the frame that was reading it.
-    fn unwind(&mut self, stack: &mut Vec<Frame>, mut error: ExpandError) -> ExpandError {
+    fn unwind(&mut self, stack: &mut Stack, mut error: ExpandError) -> ExpandError {
         while let Some(frame) = stack.pop() {
             let Frame::Text(text) = frame else { continue };
             self.raw_escapes = text.saved_raw_escapes;
@@ -630,7 +632,6 @@ enum Then {
 
 /// What one step of the top frame asks for.
 enum Step {
-    Continue,
     /// A nested text starts.
     Push(Frame),
     /// The top frame is complete.
@@ -647,6 +648,32 @@ enum Finished {
     Value(Value),
 }
 
+/// The frames of [`Lexer::run`]: the top one apart, so that a word without nesting
+/// needs no allocation for them.
+#[derive(Default)]
+struct Stack {
+    top: Option<Frame>,
+    below: Vec<Frame>,
+}
+
+impl Stack {
+    fn push(&mut self, frame: Frame) {
+        if let Some(previous) = self.top.replace(frame) {
+            self.below.push(previous);
+        }
+    }
+
+    fn pop(&mut self) -> Option<Frame> {
+        let top = self.top.take();
+        self.top = self.below.pop();
+        top
+    }
+
+    fn last_mut(&mut self) -> Option<&mut Frame> {
+        self.top.as_mut()
+    }
+}
+
 /// A value for the frame on top of the stack.
 enum Value {
     /// From a `$` expansion: split at whitespace in a text.
@@ -656,7 +683,7 @@ enum Value {
 }
 
 /// Adds `value` to the frame now on top of `stack`.
-fn deliver(stack: &mut [Frame], value: Value) {
+fn deliver(stack: &mut Stack, value: Value) {
     match (stack.last_mut(), value) {
         (Some(Frame::Text(text)), Value::Unquoted(v)) => {
             text.result.push_str(&v);

@@ -38,7 +38,10 @@
 //! `RUN` flag values (`--mount`, `--network`, `--security`). `ONBUILD` triggers are
 //! expanded when they run in a child build. These all stay unexpanded [`Word`]s in the
 //! plan: the engine calls [`Word::expand`] (or [`Word::expand_words`] for `EXPOSE`)
-//! with a lookup over the stage's variables at that step.
+//! with a lookup over the stage's variables at that step. `RUN` flag values without a
+//! `$` are also typed at parse time ([`instructions::mount`]: [`Mount`], [`NetworkMode`],
+//! [`SecurityMode`]) and their errors reported then; the others are typed by the engine
+//! with [`Mount::parse_word`] (each field's value expanded on its own, as BuildKit does).
 //!
 //! The plan itself expands, with the global `ARG`s only (those before the first
 //! `FROM`, after `--build-arg` overrides): `FROM` images, `FROM --platform`,
@@ -82,6 +85,7 @@ pub use dump::dump;
 pub use expand::{ExpandError, expand, expand_words};
 pub use expand::{PatternError, expand_heredoc};
 pub use heredoc::Heredoc;
+pub use instructions::mount::{Mount, MountError, NetworkMode, SecurityMode};
 pub use instructions::{CommandLine, Instruction, InstructionKind, StageName};
 pub use lexer::{Directive, Directives};
 pub use outline::{Outline, OutlineArg, OutlineMount, Target, outline, targets};

@@ -99,10 +99,19 @@ impl From<SnapshotError> for RootfsError {
 
 type Result<T> = std::result::Result<T, RootfsError>;
 
+/// How a step's layer is written.
+#[derive(Debug, Clone, Copy)]
+pub struct LayerSettings {
+    /// `SOURCE_DATE_EPOCH`: clamps mtimes in the layer.
+    pub epoch: Option<u64>,
+    pub compression: Compression,
+}
+
 /// The store's snapshotter, opened on first use.
 #[derive(Debug)]
 pub struct Snapshots {
     dir: std::path::PathBuf,
+    mounts: std::path::PathBuf,
     driver: Option<StorageDriver>,
     opened: OnceLock<LocalSnapshotter>,
 }
@@ -111,9 +120,15 @@ impl Snapshots {
     pub fn new(store: &Store, driver: Option<StorageDriver>) -> Self {
         Self {
             dir: store.snapshots_dir(),
+            mounts: store.mounts_dir(),
             driver,
             opened: OnceLock::new(),
         }
+    }
+
+    /// Parent of the steps' temporary mountpoints.
+    pub fn mounts_dir(&self) -> &std::path::Path {
+        &self.mounts
     }
 
     /// The snapshotter, opening (and creating) it the first time.
@@ -275,10 +290,11 @@ pub fn file_step<E: From<RootfsError>>(
     content: &ContentStore,
     parent: Option<&CommittedName>,
     parent_diff_ids: &[DiffId],
-    epoch: Option<u64>,
-    compression: Compression,
+    layer: LayerSettings,
+    mount_parent: &std::path::Path,
     write: impl FnOnce(&InRoot) -> std::result::Result<Option<Touched>, E>,
 ) -> std::result::Result<StepLayer, E> {
+    let LayerSettings { epoch, compression } = layer;
     let active = sn
         .prepare(unique_key("step").map_err(E::from)?, parent)
         .map_err(RootfsError::from)?;
@@ -288,9 +304,11 @@ pub fn file_step<E: From<RootfsError>>(
     };
     let touched = match sn.driver() {
         StorageDriver::Overlay => {
+            fs_err::create_dir_all(mount_parent)
+                .map_err(|e| E::from(RootfsError::Mountpoint(e)))?;
             let mountpoint = tempfile::Builder::new()
-                .prefix("kiln-rootfs-")
-                .tempdir()
+                .prefix("rootfs-")
+                .tempdir_in(mount_parent)
                 .map_err(|e| E::from(RootfsError::Mountpoint(e)))?;
             let mounted = active
                 .mounts()
@@ -463,6 +481,7 @@ mod tests {
     fn copy_driver_unpacks_once_and_commits_steps_by_chain() {
         let store = tempfile::tempdir().unwrap();
         let content = ContentStore::open(&Layout::new(store.path())).unwrap();
+        let mounts = store.path().join("mnt");
         let sn =
             snapshotter::snapshot::open(&store.path().join("snapshots"), Some(StorageDriver::Copy))
                 .unwrap();
@@ -492,8 +511,11 @@ mod tests {
                 &content,
                 Some(&base),
                 &[diff_id],
-                Some(100),
-                Compression::Gzip,
+                LayerSettings {
+                    epoch: Some(100),
+                    compression: Compression::Gzip,
+                },
+                &mounts,
                 |root| {
                     let path = LayerPath::new("tmp/new").unwrap();
                     root.write_file(&path, &mut &b"new"[..], 0o600, 0, 0, 50)?;
@@ -544,8 +566,11 @@ mod tests {
             &content,
             Some(&base),
             &[diff_id],
-            None,
-            Compression::Gzip,
+            LayerSettings {
+                epoch: None,
+                compression: Compression::Gzip,
+            },
+            &mounts,
             |root| {
                 root.write_file(
                     &LayerPath::new("tmp").unwrap(),
@@ -567,8 +592,11 @@ mod tests {
             &content,
             Some(&base),
             &[diff_id],
-            None,
-            Compression::Gzip,
+            LayerSettings {
+                epoch: None,
+                compression: Compression::Gzip,
+            },
+            &mounts,
             |_| Ok(None),
         )
         .unwrap();

@@ -9,6 +9,7 @@
 //!   locks/<name>.lock        flock files; taken in a fixed order (content → images)
 //!   snapshots/               the snapshotter's root (`snapshotter::snapshot::open`): unpacked
 //!                            layer stacks named by ChainID, and the active snapshots of steps
+//!   mnt/                     mountpoints of the rootfs of running steps (one temp dir each)
 //! ```
 //!
 //! Not responsible for: creating or locking anything (see `content` and `refs`).
@@ -69,6 +70,12 @@ impl Layout {
     /// The snapshotter's root; opened only by commands that need a filesystem.
     pub fn snapshots_dir(&self) -> PathBuf {
         self.root.join("snapshots")
+    }
+
+    /// Parent of the temporary mountpoints of steps' root filesystems: inside the store, so
+    /// every mount a kiln process makes is under its own store root.
+    pub fn mounts_dir(&self) -> PathBuf {
+        self.root.join("mnt")
     }
 
     pub fn locks_dir(&self) -> PathBuf {

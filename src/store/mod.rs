@@ -156,6 +156,11 @@ impl Store {
         self.layout.snapshots_dir()
     }
 
+    /// Where steps mount their root filesystems (see `layout`); not created here.
+    pub fn mounts_dir(&self) -> PathBuf {
+        self.layout.mounts_dir()
+    }
+
     pub fn content(&self) -> &ContentStore {
         &self.content
     }

@@ -1,16 +1,21 @@
 //! `RUN`, `CMD`, `ENTRYPOINT` and `SHELL`: commands in exec (JSON) or shell form.
 //!
 //! Responsible for: the form of the command, `RUN`'s flags (kept as checked
-//! `--name=value` pairs; their values are not interpreted here) and heredocs.
-//! Not responsible for: running anything, or parsing `--mount` specifications.
+//! `--name=value` pairs, and typed with [`super::mount`] where their values contain no
+//! `$`; problems in those are reported here) and heredocs.
+//! Not responsible for: running anything, or the `--mount` syntax itself (`mount`).
 
 use serde::Serialize;
 
 use super::Ctx;
 use super::flags::{Flag, FlagKind, Flags};
+use super::mount::{
+    Mount, NetworkMode, RunMount, SecurityMode, TypedFlag, is_static, static_value,
+};
 use crate::diagnostic::{Code, Diagnostic, Diagnostics};
 use crate::heredoc::Heredoc;
 use crate::span::Span;
+use crate::word::Word;
 
 /// A command as written: exec form (`["a", "b"]`, run directly) or shell form (run
 /// with the stage's `SHELL`, by default `/bin/sh -c`). Neither is expanded by kiln;
@@ -27,6 +32,12 @@ pub struct RunCommand {
     pub command_span: Span,
     /// `--mount`, `--network`, `--security`, checked by name; values unexpanded.
     pub flags: Vec<Flag>,
+    /// Each `--mount`, in order, typed when its value has no `$`.
+    pub mounts: Vec<RunMount>,
+    /// `--network`, typed when its value has no `$`.
+    pub network: Option<TypedFlag<NetworkMode>>,
+    /// `--security`, typed when its value has no `$`.
+    pub security: Option<TypedFlag<SecurityMode>>,
     /// Heredocs in shell form, with their bodies.
     pub heredocs: Vec<Heredoc>,
 }
@@ -67,11 +78,11 @@ fn command_line(ctx: &Ctx<'_>) -> CommandLine {
 }
 
 fn no_flags(ctx: &Ctx<'_>, diags: &mut Diagnostics) {
-    Flags::parse(ctx.name, &ctx.node.flags, &[], ctx.escape, diags);
+    Flags::parse(ctx, &[], diags);
 }
 
 pub(super) fn parse_run(ctx: &Ctx<'_>, diags: &mut Diagnostics) -> Option<RunCommand> {
-    let flags = Flags::parse(ctx.name, &ctx.node.flags, RUN_FLAGS, ctx.escape, diags);
+    let flags = Flags::parse(ctx, RUN_FLAGS, diags);
     if ctx.node.args.is_empty() && !ctx.node.json {
         diags.push(
             ctx.arg_count_error("at least one argument")
@@ -79,12 +90,56 @@ pub(super) fn parse_run(ctx: &Ctx<'_>, diags: &mut Diagnostics) -> Option<RunCom
         );
         return None;
     }
+    let mounts = flags
+        .strings("mount")
+        .into_iter()
+        .map(|raw| {
+            typed(raw, diags, |w| {
+                Mount::parse_word(w, &|_| None).map_err(|e| e.to_diagnostic(w))
+            })
+        })
+        .collect();
+    let network = flags.string("network").map(|raw| {
+        typed(raw, diags, |w| {
+            NetworkMode::parse(&expanded(w)?).map_err(|e| e.to_diagnostic(w))
+        })
+    });
+    let security = flags.string("security").map(|raw| {
+        typed(raw, diags, |w| {
+            SecurityMode::parse(&expanded(w)?).map_err(|e| e.to_diagnostic(w))
+        })
+    });
     Some(RunCommand {
         command: command_line(ctx),
         command_span: ctx.node.args_span,
         flags: flags.into_vec(),
+        mounts,
+        network,
+        security,
         heredocs: ctx.node.heredocs.clone(),
     })
+}
+
+/// Reads a flag value with `parse` when it has no `$` (BuildKit expands `RUN` flag
+/// values with the stage's variables, which only the engine knows); problems go to
+/// `diags`.
+fn typed<T>(
+    raw: Word,
+    diags: &mut Diagnostics,
+    parse: impl Fn(&Word) -> Result<T, Diagnostic>,
+) -> TypedFlag<T> {
+    let parsed = if is_static(&raw) {
+        parse(&raw).map_err(|d| diags.push(d)).ok()
+    } else {
+        None
+    };
+    TypedFlag { raw, parsed }
+}
+
+/// A `$`-free flag value with its quotes and escapes removed.
+fn expanded(word: &Word) -> Result<String, Diagnostic> {
+    static_value(word)
+        .map_err(|e| Diagnostic::error(Code::ExpansionFailed, word.span(), e.to_string()))
 }
 
 pub(super) fn parse_cmd(ctx: &Ctx<'_>, diags: &mut Diagnostics) -> Option<CmdCommand> {

@@ -135,7 +135,7 @@ fn sources_and_dest(ctx: &Ctx<'_>, diags: &mut Diagnostics) -> Option<SourcesAnd
 }
 
 pub(super) fn parse_copy(ctx: &Ctx<'_>, diags: &mut Diagnostics) -> Option<CopyCommand> {
-    let flags = Flags::parse(ctx.name, &ctx.node.flags, COPY_FLAGS, ctx.escape, diags);
+    let flags = Flags::parse(ctx, COPY_FLAGS, diags);
     let sd = sources_and_dest(ctx, diags)?;
     Some(CopyCommand {
         sources: sd.sources,
@@ -152,7 +152,7 @@ pub(super) fn parse_copy(ctx: &Ctx<'_>, diags: &mut Diagnostics) -> Option<CopyC
 }
 
 pub(super) fn parse_add(ctx: &Ctx<'_>, diags: &mut Diagnostics) -> Option<AddCommand> {
-    let flags = Flags::parse(ctx.name, &ctx.node.flags, ADD_FLAGS, ctx.escape, diags);
+    let flags = Flags::parse(ctx, ADD_FLAGS, diags);
     let sd = sources_and_dest(ctx, diags)?;
     Some(AddCommand {
         sources: sd.sources,

@@ -45,7 +45,7 @@ pub struct ArgCommand {
 }
 
 fn pairs(ctx: &Ctx<'_>, diags: &mut Diagnostics) -> Option<Vec<KeyValue>> {
-    Flags::parse(ctx.name, &ctx.node.flags, &[], ctx.escape, diags);
+    Flags::parse(ctx, &[], diags);
     if ctx.node.args.is_empty() {
         diags.push(
             ctx.arg_count_error("at least one argument")
@@ -85,7 +85,7 @@ pub(super) fn parse_label(ctx: &Ctx<'_>, diags: &mut Diagnostics) -> Option<Labe
 }
 
 pub(super) fn parse_arg(ctx: &Ctx<'_>, diags: &mut Diagnostics) -> Option<ArgCommand> {
-    Flags::parse(ctx.name, &ctx.node.flags, &[], ctx.escape, diags);
+    Flags::parse(ctx, &[], diags);
     if ctx.node.args.is_empty() {
         diags.push(
             ctx.arg_count_error("at least one argument")

@@ -12,6 +12,8 @@ use crate::suggest;
 use crate::syntax::RawFlag;
 use crate::word::Word;
 
+use super::Ctx;
+
 /// A `--name[=value]` flag of an instruction, value not yet expanded.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Flag {
@@ -40,25 +42,19 @@ pub(crate) struct Flags {
 }
 
 impl Flags {
-    /// Checks `raw` against `specs`; problems go to `diags` and the flag is dropped.
-    pub fn parse(
-        instruction: &str,
-        raw: &[RawFlag],
-        specs: &[FlagSpec],
-        escape: char,
-        diags: &mut Diagnostics,
-    ) -> Flags {
+    /// Checks the flags of `ctx`'s node against `specs`; problems go to `diags` and the
+    /// flag is dropped.
+    pub fn parse(ctx: &Ctx<'_>, specs: &[FlagSpec], diags: &mut Diagnostics) -> Flags {
+        let (instruction, escape) = (ctx.name, ctx.escape);
+        let source = ctx.lines.source();
         let mut out = Flags::default();
-        for flag in raw {
+        for flag in &ctx.node.flags {
             let body = flag.text.strip_prefix("--").unwrap_or(&flag.text);
             let (name, value) = match body.split_once('=') {
                 Some((n, v)) => (n, Some(v)),
                 None => (body, None),
             };
-            let name_span = Span::new(
-                flag.span.start,
-                (flag.span.start + 2 + name.len()).min(flag.span.end),
-            );
+            let (name_span, value_span) = part_spans(flag, name, source);
             let Some(&(_, kind)) = specs.iter().find(|(n, _)| *n == name) else {
                 diags.push(unknown_flag(instruction, name, name_span, specs));
                 continue;
@@ -74,7 +70,6 @@ impl Flags {
                 );
                 continue;
             }
-            let value_span = Span::new((name_span.end + 1).min(flag.span.end), flag.span.end);
             let word = value.map(|v| Word::new(v, value_span, escape));
             match (kind, value) {
                 (FlagKind::Bool, Some("")) | (FlagKind::String | FlagKind::Strings, None) => {
@@ -174,5 +169,62 @@ fn unknown_flag(instruction: &str, name: &str, span: Span, specs: &[FlagSpec]) -
             let all: Vec<String> = specs.iter().map(|(n, _)| format!("`--{n}`")).collect();
             d.with_help(format!("{instruction} takes {}", all.join(", ")))
         }
+    }
+}
+
+/// The spans of `--name` and of the value after `=` in the source. The flag's text has
+/// one level of quotes and escapes removed (and continuation lines joined), so its
+/// offsets are those of the source only when the source spells `--name=` literally;
+/// otherwise both parts point at the whole flag.
+fn part_spans(flag: &RawFlag, name: &str, source: &str) -> (Span, Span) {
+    let written = flag.span.text(source);
+    let literal = written
+        .strip_prefix("--")
+        .and_then(|rest| rest.strip_prefix(name));
+    match literal {
+        Some(rest) => {
+            let name_end = flag.span.end - rest.len();
+            let value_span = match rest.strip_prefix('=') {
+                Some(_) => Span::new(name_end + 1, flag.span.end),
+                None => flag.span,
+            };
+            (Span::new(flag.span.start, name_end), value_span)
+        }
+        None => (flag.span, flag.span),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::diagnostic::Code;
+
+    fn flag_diagnostics(src: &str) -> Vec<(Code, &str)> {
+        let diags = crate::parse(src).unwrap_err();
+        diags
+            .iter()
+            .filter(|d| matches!(d.code, Code::UnknownFlag | Code::InvalidFlagValue))
+            .map(|d| (d.code, d.span.text(src)))
+            .collect()
+    }
+
+    /// Quotes and escapes are removed from a flag's text, so its parts are located in
+    /// the source only where it spells them literally (a fuzzer found a span ending
+    /// inside the `♥` of `ONBUILD --"♥`).
+    #[test]
+    fn part_spans_follow_the_source() {
+        assert_eq!(
+            flag_diagnostics("FROM a\nCOPY --chmodd=\"♥\" --link=\"é\" x y\n"),
+            [
+                (Code::UnknownFlag, "--chmodd"),
+                (Code::InvalidFlagValue, "\"é\""),
+            ]
+        );
+        assert_eq!(
+            flag_diagnostics("FROM a\nCOPY --\"♥\" --li\\nk=x x y\n"),
+            [
+                (Code::UnknownFlag, "--\"♥\""),
+                (Code::InvalidFlagValue, "--li\\nk=x"),
+            ]
+        );
     }
 }

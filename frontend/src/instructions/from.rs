@@ -71,13 +71,7 @@ impl fmt::Display for StageName {
 }
 
 pub(super) fn parse(ctx: &Ctx<'_>, diags: &mut Diagnostics) -> Option<FromCommand> {
-    let flags = Flags::parse(
-        ctx.name,
-        &ctx.node.flags,
-        &[("platform", FlagKind::String)],
-        ctx.escape,
-        diags,
-    );
+    let flags = Flags::parse(ctx, &[("platform", FlagKind::String)], diags);
     let args = &ctx.node.args;
     let (name, name_span) = match args.len() {
         1 => (None, None),

@@ -66,7 +66,7 @@ pub(super) fn parse(ctx: &Ctx<'_>, diags: &mut Diagnostics) -> Option<Healthchec
         }
         return Some(HealthcheckCommand::None);
     }
-    let flags = Flags::parse(ctx.name, &ctx.node.flags, FLAGS, ctx.escape, diags);
+    let flags = Flags::parse(ctx, FLAGS, diags);
     if !kind.text.eq_ignore_ascii_case("cmd") {
         diags.push(
             Diagnostic::error(

@@ -16,6 +16,7 @@ mod env;
 pub(crate) mod flags;
 mod from;
 mod healthcheck;
+pub mod mount;
 mod onbuild;
 mod simple;
 

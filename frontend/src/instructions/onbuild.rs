@@ -20,7 +20,7 @@ pub struct OnbuildCommand {
 }
 
 pub(super) fn parse(ctx: &Ctx<'_>, diags: &mut Diagnostics) -> Option<OnbuildCommand> {
-    super::flags::Flags::parse(ctx.name, &ctx.node.flags, &[], ctx.escape, diags);
+    super::flags::Flags::parse(ctx, &[], diags);
     let Some(next) = &ctx.node.next else {
         diags.push(
             ctx.arg_count_error("at least one argument")

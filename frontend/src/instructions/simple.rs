@@ -50,7 +50,7 @@ pub struct VolumeCommand {
 
 /// The single whole-text argument of `USER`, `WORKDIR`, `STOPSIGNAL`, `MAINTAINER`.
 fn exactly_one(ctx: &Ctx<'_>, diags: &mut Diagnostics) -> Option<Word> {
-    Flags::parse(ctx.name, &ctx.node.flags, &[], ctx.escape, diags);
+    Flags::parse(ctx, &[], diags);
     match ctx.node.args.as_slice() {
         [arg] => Some(Word::new(&arg.text, arg.span, ctx.escape)),
         _ => {
@@ -86,7 +86,7 @@ pub(super) fn parse_stopsignal(
 }
 
 pub(super) fn parse_expose(ctx: &Ctx<'_>, diags: &mut Diagnostics) -> Option<ExposeCommand> {
-    Flags::parse(ctx.name, &ctx.node.flags, &[], ctx.escape, diags);
+    Flags::parse(ctx, &[], diags);
     if ctx.node.args.is_empty() {
         diags.push(ctx.arg_count_error("at least one argument"));
         return None;
@@ -101,7 +101,7 @@ pub(super) fn parse_expose(ctx: &Ctx<'_>, diags: &mut Diagnostics) -> Option<Exp
 }
 
 pub(super) fn parse_volume(ctx: &Ctx<'_>, diags: &mut Diagnostics) -> Option<VolumeCommand> {
-    Flags::parse(ctx.name, &ctx.node.flags, &[], ctx.escape, diags);
+    Flags::parse(ctx, &[], diags);
     if ctx.node.args.is_empty() {
         diags.push(ctx.arg_count_error("at least one argument"));
         return None;

@@ -469,9 +469,14 @@ impl Collector<'_> {
                 (StepKind::Run(run), _) => {
                     for flag in run.flags.iter().filter(|f| f.name == "mount") {
                         let Some(value) = &flag.value else { continue };
-                        let text = env.expand(value).unwrap_or_else(|| value.raw().to_owned());
+                        // Each field's value is expanded on its own, as BuildKit does;
+                        // one with an unknown variable is taken as written.
+                        let field = |v: &str| {
+                            let word = Word::new(v, value.span(), value.escape());
+                            Ok(env.expand(&word).unwrap_or_else(|| v.to_owned()))
+                        };
                         let location = self.lines.location(flag.span);
-                        let (map, id, required) = match mount_request(&text) {
+                        let (map, id, required) = match mount_request(value.raw(), &field) {
                             Some(MountRequest::Secret { id, required }) => {
                                 (&mut scan.secrets, id, required)
                             }

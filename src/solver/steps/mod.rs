@@ -227,8 +227,11 @@ fn file_step(
         content,
         parent.as_ref(),
         diff_ids,
-        env.epoch,
-        env.compression,
+        rootfs::LayerSettings {
+            epoch: env.epoch,
+            compression: env.compression,
+        },
+        env.snapshots.mounts_dir(),
         write,
     )
 }
