@@ -59,6 +59,12 @@ pub fn human_duration(d: Duration) -> String {
 /// Lay out rows like Go's `tabwriter.NewWriter(w, 10, 1, 3, ' ', 0)` as Docker's tables do:
 /// every column but the last is padded to max(10, widest cell + 3).
 pub fn table(rows: &[Vec<String>]) -> String {
+    table_with(rows, 10, 3)
+}
+
+/// Go's `tabwriter` with `minwidth` and `padding` (tab width 1, blank padding): every column but
+/// the last is padded to max(`min_width`, widest cell + `padding`); trailing blanks trimmed.
+pub fn table_with(rows: &[Vec<String>], min_width: usize, padding: usize) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|c| {
@@ -68,7 +74,7 @@ pub fn table(rows: &[Vec<String>]) -> String {
                 .max()
                 .unwrap_or(0)
         })
-        .map(|w| (w + 3).max(10))
+        .map(|w| (w + padding).max(min_width))
         .collect();
     let mut out = String::new();
     for row in rows {

@@ -28,19 +28,8 @@ pub(super) const AUTOMATIC_ARGS: &[&str] = &[
     "TARGETSTAGE",
 ];
 
-/// The proxy variables BuildKit passes to `RUN` without an `ARG`.
-pub(super) const PROXY_ARGS: &[&str] = &[
-    "HTTP_PROXY",
-    "http_proxy",
-    "HTTPS_PROXY",
-    "https_proxy",
-    "FTP_PROXY",
-    "ftp_proxy",
-    "NO_PROXY",
-    "no_proxy",
-    "ALL_PROXY",
-    "all_proxy",
-];
+/// The proxy variables BuildKit passes to `RUN` without an `ARG` (see [`crate::args`]).
+pub(super) const PROXY_ARGS: &[&str] = &crate::args::PROXY_ARGS;
 
 /// The whole file.
 pub(super) struct Layout<'d> {

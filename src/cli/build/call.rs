@@ -305,32 +305,9 @@ fn cells<const N: usize>(texts: [&str; N]) -> Vec<String> {
     texts.iter().map(|s| (*s).to_owned()).collect()
 }
 
-/// Go's `tabwriter.NewWriter(w, 0, 0, padding, ' ', 0)`: every column but the last padded to
-/// its widest cell plus `padding`; trailing blanks trimmed.
+/// Go's `tabwriter.NewWriter(w, 0, 0, padding, ' ', 0)`, as buildx lays out these tables.
 fn aligned(rows: &[Vec<String>], padding: usize) -> String {
-    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|s| s.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let mut line = String::new();
-        for (c, cell) in row.iter().enumerate() {
-            line.push_str(cell);
-            if c + 1 < row.len() {
-                let pad = widths[c] + padding - cell.chars().count();
-                line.extend(std::iter::repeat_n(' ', pad));
-            }
-        }
-        let _ = writeln!(out, "{}", line.trim_end());
-    }
-    out
+    crate::cli::format::table_with(rows, 0, padding)
 }
 
 // BuildKit's JSON shapes. Field names and `omitempty` follow the Go types, so tools that read
