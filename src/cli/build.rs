@@ -97,12 +97,13 @@ pub struct BuildArgs {
 /// Builds, or with `--call`/`--check` evaluates the build; only a build opens the store (`open`).
 pub fn run(
     open: impl FnOnce() -> Result<Store, Failure>,
+    root: &Path,
     storage_driver: Option<StorageDriver>,
     args: BuildArgs,
 ) -> CmdResult {
     let call = call::Call::from_args(args.call.as_deref(), args.check, args.format.as_deref())?;
     if call.method != call::Method::Build {
-        return call::run(&args, call);
+        return call::run(&args, call, root);
     }
     let store = &open()?;
     let tags = args

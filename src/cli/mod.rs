@@ -173,7 +173,7 @@ fn run(cli: Cli) -> CmdResult {
     };
     match cli.command {
         Command::Build(a) | Command::Image(ImageCommand::Build(a)) => {
-            build::run(open, cli.global.storage_driver, a)
+            build::run(open, &root, cli.global.storage_driver, a)
         }
         Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => images::run(&open()?, a),
         Command::Tag(a) | Command::Image(ImageCommand::Tag(a)) => tag::run(&open()?, a),

@@ -427,3 +427,51 @@ Check complete, 2 warnings have been found!
         json!({"message": "lint violation found for rules: StageNameCasing, FromAsCasing", "location": {}})
     );
 }
+
+#[test]
+fn check_uses_the_env_of_base_images_already_in_the_store() {
+    let root = harness::tempdir();
+    let base = context("FROM scratch\nENV FOO=1\n");
+    kiln(
+        root.path(),
+        &[
+            "build",
+            "-q",
+            "-t",
+            "base:env",
+            base.path().to_str().unwrap(),
+        ],
+    )
+    .ok();
+    let app = context("FROM base:env\nLABEL a=$FOO b=$BAR\n");
+    let out = kiln(
+        root.path(),
+        &["build", "--check", app.path().to_str().unwrap()],
+    )
+    .ok();
+    assert!(
+        out.stdout.contains("UndefinedVar") && out.stdout.contains("$BAR"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !out.stdout.contains("variable '$FOO'"),
+        "FOO comes from the base image: {}",
+        out.stdout
+    );
+    assert_eq!(
+        out.stdout.matches("warning[UndefinedVar]").count(),
+        1,
+        "{}",
+        out.stdout
+    );
+
+    // An image that is not in the store is not pulled: the check stays quiet about its stage.
+    let elsewhere = context("FROM not-here/base:1\nLABEL b=$BAR\n");
+    let out = kiln(
+        root.path(),
+        &["build", "--check", elsewhere.path().to_str().unwrap()],
+    )
+    .ok();
+    assert!(!out.stdout.contains("UndefinedVar"), "{}", out.stdout);
+}

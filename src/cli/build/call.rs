@@ -14,12 +14,14 @@
 //! malformed check settings exit 1.
 
 use std::fmt::Write as _;
+use std::path::Path;
 
 use base64::Engine as _;
 use serde::Serialize;
 
 use super::{BuildArgs, parse_build_args, read_dockerfile};
 use crate::cli::{CmdResult, Failure};
+use crate::store::Store;
 use frontend::checks::{self, CheckOptions, CheckWarning};
 use frontend::span::line_column;
 use frontend::{Diagnostic, Diagnostics, Dockerfile, Location, PlanOptions, Severity, Span};
@@ -107,7 +109,7 @@ fn usage(message: String) -> Failure {
 }
 
 /// Runs a call (any method but [`Method::Build`]).
-pub fn run(args: &BuildArgs, call: Call) -> CmdResult {
+pub fn run(args: &BuildArgs, call: Call, root: &Path) -> CmdResult {
     let (name, source) = read_dockerfile(&args.context, args.file.as_deref())?;
     let opts = PlanOptions {
         build_args: parse_build_args(&args.build_args)?,
@@ -137,7 +139,28 @@ pub fn run(args: &BuildArgs, call: Call) -> CmdResult {
             }
             Ok(())
         }
-        Method::Check => check(parsed, &opts, &name, &source, call.format),
+        Method::Check => {
+            let local = LocalImages::at(root);
+            check(parsed, &opts, &name, &source, call.format, &local)
+        }
+    }
+}
+
+/// Images already in an existing store, for their ENV; `--call` never creates a store or pulls.
+pub struct LocalImages(Option<Store>);
+
+impl LocalImages {
+    fn at(root: &Path) -> Self {
+        let has_images = root.join("refs.json").is_file();
+        Self(has_images.then(|| Store::open(root).ok()).flatten())
+    }
+
+    /// The `ENV` of a local image, `None` when it is not in the store.
+    fn env(&self, reference: &str) -> Option<Vec<String>> {
+        let store = self.0.as_ref()?;
+        let r = crate::image::ImageRef::parse(reference).ok()?;
+        let image = store.resolve(&r).ok()??;
+        Some(image.config.config.env.unwrap_or_default())
     }
 }
 
@@ -150,6 +173,7 @@ fn check(
     name: &str,
     source: &str,
     format: Format,
+    local: &LocalImages,
 ) -> CmdResult {
     let planned = parsed.and_then(|df| frontend::plan(&df, opts).map(|_| df));
     let df = match planned {
@@ -171,9 +195,9 @@ fn check(
         &df,
         &CheckOptions {
             build_args: opts.build_args.clone(),
-            // Base images' ENV is not looked up: the store is not opened. UndefinedVar then
-            // stays quiet in stages on images (see `frontend::checks`).
-            base_env: None,
+            // Base images' ENV comes from the store when the image is there already (nothing is
+            // pulled); for other images UndefinedVar stays quiet (see `frontend::checks`).
+            base_env: Some(&|reference: &str| local.env(reference)),
         },
     );
     let config_error = report
