@@ -9,19 +9,9 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-for tool in hyperfine tar; do
-    command -v "$tool" >/dev/null || { echo "apply-vs-tar: $tool is not installed" >&2; exit 1; }
-done
-
-work=${1:-$(mktemp -d)}
-mkdir -p "$work"
-tree="$work/tree"
-
-bin=$(cargo bench -p kiln-snapshotter --bench export_cli --no-run --message-format=json 2>/dev/null |
-    grep -o '"executable":"[^"]*export_cli[^"]*"' | cut -d'"' -f4)
-[ -x "$bin" ] || { echo "apply-vs-tar: could not build export_cli" >&2; exit 1; }
-
-[ -f "$tree/.complete" ] || "$bin" generate "$tree"
+# shellcheck source=snapshotter/benches/lib.sh
+. benches/lib.sh
+bench_setup apply-vs-tar hyperfine tar -- "$@"
 [ -f "$work/layer.tar.gz" ] || "$bin" export "$tree" gzip --save "$work/layer.tar.gz"
 
 hyperfine --warmup 1 --runs "${RUNS:-5}" \

@@ -9,22 +9,9 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-for tool in pigz hyperfine tar; do
-    command -v "$tool" >/dev/null || {
-        echo "export-vs-pigz: $tool is not installed (apt-get install -y pigz hyperfine)" >&2
-        exit 1
-    }
-done
-
-work=${1:-$(mktemp -d)}
-mkdir -p "$work"
-tree="$work/tree"
-
-bin=$(cargo bench -p kiln-snapshotter --bench export_cli --no-run --message-format=json 2>/dev/null |
-    grep -o '"executable":"[^"]*export_cli[^"]*"' | cut -d'"' -f4)
-[ -x "$bin" ] || { echo "export-vs-pigz: could not build export_cli" >&2; exit 1; }
-
-[ -f "$tree/.complete" ] || "$bin" generate "$tree"
+# shellcheck source=snapshotter/benches/lib.sh
+. benches/lib.sh
+bench_setup export-vs-pigz pigz hyperfine tar -- "$@"
 # The previous blobs the re-export runs reuse: the unchanged tree, exported once.
 "$bin" export "$tree" gzip --save "$work/prev-gzip.blob"
 "$bin" export "$tree" zstd --save "$work/prev-zstd.blob"
