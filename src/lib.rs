@@ -7,5 +7,6 @@ pub mod cli;
 pub mod image;
 pub mod progress;
 pub mod registry;
+pub mod sandbox;
 pub mod solver;
 pub mod store;

@@ -1,0 +1,1 @@
+//! Docker's default seccomp profile, and compiling a spec's profile to BPF (seccompiler).

@@ -1,0 +1,1 @@
+//! Docker's (and BuildKit's) defaults as an OCI runtime spec.

@@ -1,0 +1,1 @@
+//! `USER` resolved from the rootfs's `/etc/passwd` and `/etc/group`.
