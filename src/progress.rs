@@ -26,6 +26,13 @@ pub enum Event {
         step: StepId,
         elapsed: Duration,
     },
+    /// A line a step's process wrote (RUN), `elapsed` after the step started.
+    StepOutput {
+        step: StepId,
+        stream: OutputStream,
+        elapsed: Duration,
+        line: String,
+    },
     /// A base image is being fetched from a registry.
     Pulling {
         reference: String,
@@ -38,6 +45,13 @@ pub enum Event {
     Tagged {
         name: String,
     },
+}
+
+/// Which stream of a step's process a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
 }
 
 /// Receives events. Implementations must be cheap; the engine calls them inline.

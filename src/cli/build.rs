@@ -15,7 +15,10 @@ use super::{CmdResult, Failure, parse_ref};
 use crate::image::{ImageRef, Platform};
 use crate::progress::{Event, Reporter};
 use crate::registry::{self, RegistryOptions};
+use crate::sandbox::Backend;
+use crate::sandbox::oci::OciRuntime;
 use crate::solver::context::ContextError;
+use crate::solver::steps::run::RunSettings;
 use crate::solver::{self, BuildError, BuildRequest};
 use crate::store::Store;
 use snapshotter::snapshot::StorageDriver;
@@ -83,6 +86,17 @@ pub struct BuildArgs {
     /// default, builds); `METHOD,format=json` prints JSON, as buildx.
     #[arg(long, value_name = "METHOD")]
     call: Option<String>,
+    /// A secret for `RUN --mount=type=secret`: `id=ID,src=FILE` or `id=ID,env=VAR`; repeatable.
+    #[arg(long = "secret", value_name = "id=ID,src=FILE|env=VAR")]
+    secrets: Vec<String>,
+    /// An SSH agent for `RUN --mount=type=ssh`: `default` (`$SSH_AUTH_SOCK`) or `ID=SOCKET`;
+    /// repeatable.
+    #[arg(long = "ssh", value_name = "default|ID=SOCKET")]
+    ssh: Vec<String>,
+    /// Run RUN steps with an OCI runtime binary (`runc`, `crun`, or a path) instead of kiln's
+    /// own sandbox.
+    #[arg(long, value_name = "RUNTIME")]
+    runtime: Option<PathBuf>,
     /// Shorthand for `--call=check`.
     #[arg(long, conflicts_with = "call")]
     check: bool,
@@ -149,6 +163,16 @@ pub fn run(
         tls_verify: args.tls_verify,
         ..RegistryOptions::default()
     };
+    let mut run = RunSettings::default();
+    for s in &args.secrets {
+        run.secrets.add_flag(s)?;
+    }
+    for s in &args.ssh {
+        run.ssh.add_flag(s)?;
+    }
+    if let Some(rt) = &args.runtime {
+        run.backend = Backend::Oci(OciRuntime { binary: rt.clone() });
+    }
     let req = BuildRequest {
         context: args.context.clone(),
         dockerfile_name: dockerfile_name.clone(),
@@ -165,6 +189,7 @@ pub fn run(
         source_date_epoch,
         storage_driver,
         compression: args.compression.into(),
+        run,
     };
     let reporter = PlainProgress {
         quiet,
@@ -314,6 +339,12 @@ impl Reporter for PlainProgress {
             Event::StepFinished { step, elapsed } => {
                 writeln!(err, "#{} DONE {:.1}s", step.index, elapsed.as_secs_f64())
             }
+            Event::StepOutput {
+                step,
+                elapsed,
+                line,
+                ..
+            } => writeln!(err, "#{} {:.3} {line}", step.index, elapsed.as_secs_f64()),
             Event::Pulling { reference } => writeln!(err, "pulling {reference}"),
             Event::Exported { image_id, manifest } => writeln!(
                 err,

@@ -8,6 +8,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod build;
+mod builder;
 mod format;
 mod images;
 mod inspect;
@@ -55,7 +56,7 @@ pub struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build an image from a Dockerfile.
-    Build(build::BuildArgs),
+    Build(Box<build::BuildArgs>),
     /// List images.
     #[command(alias = "image-ls")]
     Images(images::ImagesArgs),
@@ -70,6 +71,9 @@ pub enum Command {
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Manage builds (the build cache).
+    #[command(subcommand)]
+    Builder(builder::BuilderCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -89,7 +93,7 @@ pub enum ImageCommand {
     /// Upload an image to a registry.
     Push(push::PushArgs),
     /// Build an image from a Dockerfile.
-    Build(build::BuildArgs),
+    Build(Box<build::BuildArgs>),
 }
 
 /// How a command failed.
@@ -173,7 +177,7 @@ fn run(cli: Cli) -> CmdResult {
     };
     match cli.command {
         Command::Build(a) | Command::Image(ImageCommand::Build(a)) => {
-            build::run(open, &root, cli.global.storage_driver, a)
+            build::run(open, &root, cli.global.storage_driver, *a)
         }
         Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => images::run(&open()?, a),
         Command::Tag(a) | Command::Image(ImageCommand::Tag(a)) => tag::run(&open()?, a),
@@ -183,6 +187,7 @@ fn run(cli: Cli) -> CmdResult {
         }
         Command::Push(a) | Command::Image(ImageCommand::Push(a)) => push::run(&open()?, a),
         Command::Image(ImageCommand::Inspect(a)) => inspect::run(&open()?, a),
+        Command::Builder(c) => builder::run(&open()?, c),
     }
 }
 

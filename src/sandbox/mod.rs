@@ -3,7 +3,7 @@
 //! The input is an [`oci_spec::runtime::Spec`] whose `root.path` is an already-mounted,
 //! writable rootfs directory (the solver mounts the step's snapshot there) and whose mounts,
 //! namespaces, capabilities, seccomp profile, rlimits and cgroup resources say everything else.
-//! [`spec::SpecBuilder`] makes Docker's defaults; two backends run a spec:
+//! [`spec::build`] makes Docker's defaults; two backends run a spec:
 //!
 //! - [`Backend::Embedded`]: our own runtime ([`linux`]): `clone(2)` into new namespaces, the
 //!   child becomes PID 1 of the container (a tiny init that reaps zombies and forwards signals),

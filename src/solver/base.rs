@@ -37,34 +37,47 @@ pub fn resolve(
                 reference: reference.clone(),
                 source: e.into(),
             })?;
-            let image = match env.store.resolve(&r)? {
-                Some(image) => image,
-                None => {
-                    env.reporter.event(Event::Pulling {
-                        reference: r.to_string(),
-                    });
-                    registry::pull(env.store, &r, env.registry, &NoopObserver).map_err(|e| {
-                        StepError::BaseImage {
-                            reference: r.familiar(),
-                            source: e.into(),
-                        }
-                    })?
-                }
-            };
-            if image
-                .config
-                .config
-                .on_build
-                .as_ref()
-                .is_some_and(|t| !t.is_empty())
-            {
-                return Err(StepError::Unsupported("base images with ONBUILD triggers"));
-            }
-            StageState::new(image.config, image.manifest.layers, created.to_owned())
+            image_state(env, &r, created)?
         }
     };
     state.created = created.to_owned();
     Ok(state)
+}
+
+/// The state of a stage that starts from image `r` (from the store, else pulled).
+pub fn image_state(
+    env: &StepEnv<'_>,
+    r: &ImageRef,
+    created: &str,
+) -> Result<StageState, StepError> {
+    let image = match env.store.resolve(r)? {
+        Some(image) => image,
+        None => {
+            env.reporter.event(Event::Pulling {
+                reference: r.to_string(),
+            });
+            registry::pull(env.store, r, env.registry, &NoopObserver).map_err(|e| {
+                StepError::BaseImage {
+                    reference: r.familiar(),
+                    source: e.into(),
+                }
+            })?
+        }
+    };
+    if image
+        .config
+        .config
+        .on_build
+        .as_ref()
+        .is_some_and(|t| !t.is_empty())
+    {
+        return Err(StepError::Unsupported("base images with ONBUILD triggers"));
+    }
+    Ok(StageState::new(
+        image.config,
+        image.manifest.layers,
+        created.to_owned(),
+    ))
 }
 
 /// `FROM --platform=P`: only the native platform can be built until cross-building exists.

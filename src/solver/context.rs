@@ -178,6 +178,11 @@ impl Context {
         &self.root
     }
 
+    /// Whether an ignore file applies (so the context on disk has more than the build sees).
+    pub fn has_ignore_rules(&self) -> bool {
+        self.ignore.is_some()
+    }
+
     /// Loads the ignore file that applies: `<name>.dockerignore` next to `dockerfile` (the
     /// Dockerfile's path on disk, `None` when it came from stdin) if it exists, else the
     /// context's `.dockerignore`; none is fine.

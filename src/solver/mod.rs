@@ -56,6 +56,8 @@ pub struct BuildRequest {
     pub storage_driver: Option<StorageDriver>,
     /// Compression of the layers the build writes (gzip by default, as Docker).
     pub compression: snapshotter::layer::Compression,
+    /// RUN's runtime backend, `--secret`s and `--ssh` agents.
+    pub run: steps::run::RunSettings,
 }
 
 /// What a build produced.
@@ -104,7 +106,15 @@ pub fn build(
     let _lease = store.lease()?;
     let created = timestamp(req.source_date_epoch);
     let snapshots = rootfs::Snapshots::new(store, req.storage_driver);
+    let stage_names: BTreeMap<String, usize> = plan
+        .stages
+        .iter()
+        .filter_map(|s| Some((s.name.as_ref()?.as_str().to_ascii_lowercase(), s.id.0)))
+        .collect();
     let env = steps::StepEnv {
+        build_args: &req.build_args,
+        run: &req.run,
+        stage_names: &stage_names,
         snapshots: &snapshots,
         store,
         ctx: &ctx,
@@ -140,8 +150,12 @@ pub fn build(
                 index,
                 total,
             };
+            let place = steps::StepPlace {
+                id: step.clone(),
+                stages: &done,
+            };
             reported(reporter, step, &s.original, s.location.span, || {
-                steps::run(&env, &mut state, s)
+                steps::run(&env, &mut state, s, &place)
             })?;
         }
         done.insert(stage.id.0, state);

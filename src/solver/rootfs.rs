@@ -368,6 +368,146 @@ pub fn file_step<E: From<RootfsError>>(
     Ok(StepLayer::Layer(info))
 }
 
+/// A read-only view of a committed snapshot, mounted under `mount_parent`; unmounted and
+/// removed on drop.
+pub struct MountedView<'a> {
+    sn: &'a LocalSnapshotter,
+    key: ActiveKey,
+    mounted: bool,
+    _dir: Option<tempfile::TempDir>,
+    path: std::path::PathBuf,
+}
+
+impl MountedView<'_> {
+    /// Where the view's tree is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for MountedView<'_> {
+    fn drop(&mut self) {
+        if self.mounted && snapshotter::snapshot::unmount(&self.path).is_err() {
+            let _ = rustix::mount::unmount(&self.path, rustix::mount::UnmountFlags::DETACH);
+        }
+        let _ = self.sn.remove(SnapshotRef::Active(&self.key));
+    }
+}
+
+/// Mount a read-only view of `name` (a stage's or an image's filesystem).
+pub fn mount_view<'a>(
+    sn: &'a LocalSnapshotter,
+    name: Option<&CommittedName>,
+    mount_parent: &Path,
+) -> Result<MountedView<'a>> {
+    let view = sn.view(unique_key("view")?, name)?;
+    let key = view.key().clone();
+    fs_err::create_dir_all(mount_parent).map_err(RootfsError::Mountpoint)?;
+    let dir = tempfile::Builder::new()
+        .prefix("view-")
+        .tempdir_in(mount_parent)
+        .map_err(RootfsError::Mountpoint)?;
+    match view.mounts().mount_at(dir.path()) {
+        // Unmounted by the view's drop.
+        Ok(m) => drop(m.leak()),
+        Err(e) => {
+            let _ = sn.remove(SnapshotRef::Active(&key));
+            return Err(e.into());
+        }
+    }
+    Ok(MountedView {
+        sn,
+        key,
+        path: dir.path().to_owned(),
+        mounted: true,
+        _dir: Some(dir),
+    })
+}
+
+/// Run a process step (RUN): prepare an active snapshot on `parent`, mount it writable and give
+/// `run` the rootfs path, then diff what the step changed into a layer and commit the snapshot
+/// under the new ChainID. On overlay the diff reads only the upperdir, dropping copy-ups that
+/// are the same as in the parent (BuildKit's overlay differ); on the copy driver the new tree
+/// is compared with the parent's. A step that changed nothing gives [`StepLayer::Unchanged`]
+/// (BuildKit leaves empty layers out of the image).
+pub fn process_step<E: From<RootfsError>>(
+    sn: &LocalSnapshotter,
+    content: &ContentStore,
+    parent: Option<&CommittedName>,
+    parent_diff_ids: &[DiffId],
+    layer: LayerSettings,
+    mount_parent: &Path,
+    run: impl FnOnce(&Path) -> std::result::Result<(), E>,
+) -> std::result::Result<StepLayer, E> {
+    let LayerSettings { epoch, compression } = layer;
+    let active = sn
+        .prepare(unique_key("run").map_err(E::from)?, parent)
+        .map_err(RootfsError::from)?;
+    let mut guard = RemoveActive {
+        sn,
+        key: Some(active.key().clone()),
+    };
+    fs_err::create_dir_all(mount_parent).map_err(|e| E::from(RootfsError::Mountpoint(e)))?;
+    match sn.driver() {
+        StorageDriver::Overlay => {
+            let mountpoint = tempfile::Builder::new()
+                .prefix("rootfs-")
+                .tempdir_in(mount_parent)
+                .map_err(|e| E::from(RootfsError::Mountpoint(e)))?;
+            let mounted = active
+                .mounts()
+                .mount_at(mountpoint.path())
+                .map_err(RootfsError::from)?;
+            let ran = run(mounted.target());
+            let unmounted = mounted.unmount();
+            ran?;
+            unmounted.map_err(RootfsError::from)?;
+        }
+        StorageDriver::Copy => run(write_target(active.changes()))?,
+    }
+    let mut writer = LayerWriter::new(content.writer().map_err(RootfsError::from)?, compression);
+    let summary = match active.changes() {
+        Changes::Upper(upper) => {
+            let view = parent
+                .map(|p| mount_view(sn, Some(p), mount_parent))
+                .transpose()?;
+            let options = DiffOptions {
+                copy_ups: match &view {
+                    Some(v) => CopyUps::DropUnchanged { lower: v.path() },
+                    None => CopyUps::Keep,
+                },
+                xattrs: OverlayXattrs::Trusted,
+                source_date_epoch: epoch,
+            };
+            diff_upperdir(upper, &options, &mut writer).map_err(RootfsError::from)?
+        }
+        Changes::FullTree { tree, parent } => {
+            let options = DiffOptions {
+                copy_ups: CopyUps::Keep,
+                xattrs: OverlayXattrs::Trusted,
+                source_date_epoch: epoch,
+            };
+            snapshotter::diff::diff_trees(parent.as_deref(), tree, &options, &mut writer)
+                .map_err(RootfsError::from)?
+        }
+    };
+    if summary.entries == 0 {
+        // Dropping the writer discards its temporary blob; the guard removes the snapshot.
+        return Ok(StepLayer::Unchanged);
+    }
+    let (blob, info) = writer.finish().map_err(RootfsError::from)?;
+    blob.commit(Some(Expected {
+        digest: info.digest.0,
+        size: Some(info.size),
+    }))
+    .map_err(RootfsError::from)?;
+    let mut diff_ids = parent_diff_ids.to_vec();
+    diff_ids.push(info.diff_id);
+    let chain = ChainId::of_stack(&diff_ids).expect("a non-empty stack");
+    commit_or_reuse(sn, active, &mut guard, CommittedName::for_chain(&chain))?;
+    Ok(StepLayer::Layer(info))
+}
+
 /// The layer of the touched paths and their ancestors, read from the tree (copy driver).
 fn touched_layer<W: std::io::Write>(
     root: &InRoot,

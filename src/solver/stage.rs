@@ -21,6 +21,8 @@ pub struct StageState {
     pub layers: Vec<Descriptor>,
     /// ARGs declared in this stage with their effective values.
     pub args: BTreeMap<String, String>,
+    /// The names of the ARGs declared in this stage, in declaration order (RUN's history).
+    pub arg_order: Vec<String>,
     /// Whether this stage set CMD (ENTRYPOINT clears an inherited CMD, as in Docker).
     pub cmd_set: bool,
     /// The value of history `created` for entries this build adds.
@@ -43,6 +45,7 @@ impl StageState {
             config,
             layers,
             args: BTreeMap::new(),
+            arg_order: Vec::new(),
             cmd_set: false,
             created,
         }

@@ -78,6 +78,11 @@ impl Layout {
         self.root.join("mnt")
     }
 
+    /// RUN `--mount=type=cache` directories, one per cache id (`kiln builder prune` clears them).
+    pub fn cache_mounts_dir(&self) -> PathBuf {
+        self.root.join("cache").join("mounts")
+    }
+
     pub fn locks_dir(&self) -> PathBuf {
         self.root.join("locks")
     }

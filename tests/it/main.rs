@@ -3,12 +3,15 @@
 
 mod build_call;
 mod build_options;
+mod build_run;
 mod build_scratch;
 mod dockerignore;
 mod errors;
 mod harness;
 mod interop;
+mod oci_runtime;
 mod oci_schema;
 mod registry_client;
+mod sandbox;
 mod snapshots;
 mod support;

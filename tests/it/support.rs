@@ -96,7 +96,7 @@ pub fn json_blob(root: &Path, digest: &str) -> Value {
 pub fn layer_entries(root: &Path, digest: &str) -> Vec<(String, tar::EntryType, u32, u64, u64)> {
     let bytes = blob(root, digest);
     let mut tar_bytes = Vec::new();
-    flate2::read::GzDecoder::new(&bytes[..])
+    flate2::read::MultiGzDecoder::new(&bytes[..])
         .read_to_end(&mut tar_bytes)
         .unwrap();
     let mut archive = tar::Archive::new(&tar_bytes[..]);
@@ -134,4 +134,31 @@ pub fn ingest_files(root: &Path) -> usize {
 /// Run a command, returning its output; panics with details on failure.
 pub fn run_tool(cmd: &mut Command) -> String {
     harness::run_ok(cmd)
+}
+
+/// The manifest a name points at.
+pub fn manifest_of(root: &Path, name: &str) -> Value {
+    let image = inspect(root, name);
+    json_blob(root, image["Descriptor"]["digest"].as_str().unwrap())
+}
+
+/// The layer digests of the image a name points at, bottom first.
+pub fn manifest_layers(root: &Path, name: &str) -> Vec<String> {
+    manifest_of(root, name)["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The image config (OCI JSON) a name points at.
+pub fn config_of(root: &Path, name: &str) -> Value {
+    let image = inspect(root, name);
+    json_blob(root, image["Id"].as_str().unwrap())
+}
+
+/// `cp -a FROM TO` (TO must not exist).
+pub fn copy_tree(from: &Path, to: &Path) {
+    run_tool(Command::new("cp").arg("-a").arg(from).arg(to));
 }

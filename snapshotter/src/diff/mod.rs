@@ -69,6 +69,7 @@
 
 mod mountinfo;
 mod scan;
+mod tree;
 mod write;
 mod xattr;
 
@@ -78,6 +79,7 @@ use std::path::{Path, PathBuf};
 use crate::layer::{LayerError, LayerPath, LayerWriter, Node, Xattr};
 
 pub use mountinfo::check_mounts;
+pub use tree::diff_trees;
 
 /// Overlay mount options the snapshotter must use for upperdirs this module diffs (see the
 /// module docs): no directory redirects, no metadata-only copy-up. For `userxattr` mounts use

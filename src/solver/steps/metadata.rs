@@ -173,6 +173,9 @@ pub fn maintainer(state: &mut StageState, name: &str) {
 
 /// ARG inside a stage: visible to later expansion; never recorded in the config's env.
 pub fn arg(state: &mut StageState, name: &str, value: Option<String>) {
+    if !state.arg_order.iter().any(|n| n == name) {
+        state.arg_order.push(name.to_owned());
+    }
     if let Some(v) = value {
         state.args.insert(name.to_owned(), v);
     }

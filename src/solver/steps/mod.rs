@@ -3,7 +3,10 @@
 
 pub mod copy;
 pub mod metadata;
+pub mod run;
 pub mod workdir;
+
+use std::collections::BTreeMap;
 
 use frontend::{ArgValue, CommandLine, Step, StepKind};
 use snapshotter::layer::{Compression, LayerError};
@@ -29,6 +32,18 @@ pub struct StepEnv<'a> {
     pub reporter: &'a dyn Reporter,
     /// The store's snapshotter, opened by the first step that needs a filesystem.
     pub snapshots: &'a Snapshots,
+    /// `--build-arg`s (RUN sees the proxy ones even when not declared).
+    pub build_args: &'a BTreeMap<String, String>,
+    /// RUN's backend, secrets and SSH agents.
+    pub run: &'a run::RunSettings,
+    /// Stage names (lowercase) to their indexes, for `RUN --mount from=`.
+    pub stage_names: &'a BTreeMap<String, usize>,
+}
+
+/// Where a step is in the build: its id for progress, and the stages built before it.
+pub struct StepPlace<'a> {
+    pub id: crate::progress::StepId,
+    pub stages: &'a BTreeMap<usize, StageState>,
 }
 
 /// Why a step failed.
@@ -56,6 +71,10 @@ pub enum StepError {
     Layer(#[from] LayerError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Sandbox(Box<crate::sandbox::SandboxError>),
+    #[error(transparent)]
+    Process(run::ProcessFailed),
 }
 
 impl From<RootfsError> for StepError {
@@ -68,7 +87,12 @@ impl From<RootfsError> for StepError {
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Run one step.
-pub fn run(env: &StepEnv<'_>, state: &mut StageState, step: &Step) -> Result<(), StepError> {
+pub fn run(
+    env: &StepEnv<'_>,
+    state: &mut StageState,
+    step: &Step,
+    place: &StepPlace<'_>,
+) -> Result<(), StepError> {
     let snapshot = state.clone();
     let lookup = move |name: &str| snapshot.lookup(name);
     match &step.kind {
@@ -202,8 +226,16 @@ pub fn run(env: &StepEnv<'_>, state: &mut StageState, step: &Step) -> Result<(),
                 metadata::arg(state, &binding.name, value);
             }
         }
-        StepKind::Run(_) => {
-            return Err(StepError::Unsupported("RUN steps (they need the sandbox)"));
+        StepKind::Run(r) => {
+            let run_env = run::RunEnv {
+                step: env,
+                run: env.run,
+                build_args: env.build_args,
+                stages: place.stages,
+                stage_names: env.stage_names,
+                step_id: place.id.clone(),
+            };
+            run::run(&run_env, state, r)?;
         }
         StepKind::Add(_) => return Err(StepError::Unsupported("ADD steps")),
         StepKind::Healthcheck(_) => return Err(StepError::Unsupported("HEALTHCHECK steps")),

@@ -37,6 +37,7 @@
 mod fixtures;
 mod http;
 mod registry;
+pub mod rootfs;
 mod selftest;
 
 use std::ffi::OsStr;

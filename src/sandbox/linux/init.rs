@@ -1,0 +1,146 @@
+//! The container's first process (B): PID 1 of the new pid namespace. It closes what it
+//! inherited, waits until the parent has put it in the cgroup, joins/creates the remaining
+//! namespaces, builds the filesystem view (`rootfs`), forks the container's process (C), and
+//! then stays as a minimal init: every signal blocked and taken with `sigtimedwait`; `SIGCHLD`
+//! reaps every child (orphans included), any other signal is forwarded to C. When C has ended,
+//! B writes C's wait status to the status pipe and exits, and the kernel kills whatever is
+//! left in the pid namespace.
+//!
+//! Runs after `clone` in a copy of a multi-threaded process: system calls only, no allocation.
+
+use std::os::fd::{AsFd as _, RawFd};
+
+use super::failure::{Failure, Step, rx};
+use super::plan::Plan;
+use super::rootfs;
+use super::sys::{self, Errno, Forked};
+
+/// The descriptors B and C use, by number (valid in the child, which has copies).
+#[derive(Debug, Clone)]
+pub(super) struct ChildFds {
+    /// The parent writes one byte when B is in the cgroup (EOF: the parent gave up).
+    pub sync: RawFd,
+    /// Failure records; close-on-exec, so EOF means C's `execve` succeeded.
+    pub error: RawFd,
+    /// C's wait status (4 bytes), written by B just before it exits.
+    pub status: RawFd,
+    /// Sources of C's stdin, stdout, stderr.
+    pub stdio: [RawFd; 3],
+    /// Every descriptor B keeps (the above and the namespace fds), sorted.
+    pub keep: Vec<RawFd>,
+}
+
+/// B's whole life. Never returns.
+pub(super) fn run(plan: &Plan, fds: &ChildFds) -> ! {
+    match setup(plan, fds) {
+        Err(f) => {
+            let _ = sys::write_all(fds.error, &f.encode());
+            sys::exit(1)
+        }
+        Ok(child) => {
+            // Only the status pipe (and whatever the caller had as 0..=2) stays open here:
+            // C has its own copies of the rest.
+            for &fd in &fds.keep {
+                if fd > 2 && fd != fds.status {
+                    // SAFETY: closing our own copy of a descriptor.
+                    unsafe { libc::close(fd) };
+                }
+            }
+            reap_until(child, fds.status)
+        }
+    }
+}
+
+fn setup(plan: &Plan, fds: &ChildFds) -> Result<libc::pid_t, Failure> {
+    let at = |step: Step| move |e: Errno| Failure::new(step, 0, e);
+
+    // Descriptors the caller's other threads had open at clone time (other containers' pipe
+    // ends among them) must not stay open for our lifetime.
+    sys::close_all_except(&fds.keep).map_err(at(Step::CloseFds))?;
+
+    let mut go = [0u8; 1];
+    match sys::read_full(fds.sync, &mut go) {
+        Ok(1) => {}
+        // The parent failed (e.g. could not set up the cgroup) and closed the pipe.
+        Ok(_) => sys::exit(1),
+        Err(e) => return Err(Failure::new(Step::Sync, 0, e)),
+    }
+
+    for (i, join) in plan.joins.iter().enumerate() {
+        // SAFETY: plain system call on a namespace descriptor the plan owns.
+        if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&join.fd), join.nstype) } < 0 {
+            return Err(Failure::new(Step::JoinNamespace, i as u32, sys::errno()));
+        }
+    }
+    if plan.unshare_cgroup_ns {
+        // After the parent moved us into the container's cgroup: that becomes the root.
+        // SAFETY: a new cgroup namespace does not affect memory or descriptors.
+        rx(unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWCGROUP) })
+            .map_err(at(Step::UnshareCgroup))?;
+    }
+    if let Some(name) = &plan.hostname {
+        rx(rustix::system::sethostname(name)).map_err(at(Step::Hostname))?;
+    }
+    if plan.new_net_ns {
+        sys::loopback_up().map_err(at(Step::Loopback))?;
+    }
+
+    rootfs::setup(plan)?;
+    rootfs::finish(plan)?;
+
+    if let Some(adj) = &plan.process.oom_score_adj {
+        let fd = rx(rustix::fs::open(
+            c"/proc/self/oom_score_adj",
+            rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        ))
+        .map_err(at(Step::OomScoreAdj))?;
+        rx(rustix::io::write(fd.as_fd(), adj)).map_err(at(Step::OomScoreAdj))?;
+    }
+    // C must not be able to ptrace or read the memory of its init (which has every
+    // capability); the flag is reset for C by its execve.
+    sys::prctl(libc::PR_SET_DUMPABLE, 0).map_err(at(Step::Dumpable))?;
+    if !plan.new_pid_ns {
+        // Not PID 1: adopt C's orphans so they are reaped here.
+        sys::prctl(libc::PR_SET_CHILD_SUBREAPER, 1).map_err(at(Step::Subreaper))?;
+    }
+
+    // SAFETY: C only makes system calls and leaves with execve or _exit.
+    match unsafe { sys::clone_fork(0, false) }.map_err(at(Step::ForkProcess))? {
+        Forked::Child => {
+            let f = super::process::exec(&plan.process, fds.stdio);
+            let _ = sys::write_all(fds.error, &f.encode());
+            sys::exit(127)
+        }
+        Forked::Parent { pid, .. } => Ok(pid),
+    }
+}
+
+/// The init loop: reap every child, forward signals to `child`; when `child` is reaped, write
+/// its wait status to `status` and exit.
+fn reap_until(child: libc::pid_t, status: RawFd) -> ! {
+    loop {
+        let sig = match sys::wait_signal(sys::ALL_SIGNALS) {
+            Ok(sig) => sig,
+            Err(libc::EINTR) => continue,
+            Err(_) => sys::exit(125),
+        };
+        if sig != libc::SIGCHLD {
+            // C may be gone already (reaped below, or a zombie): nothing to do then.
+            let _ = sys::kill(child, sig);
+            continue;
+        }
+        loop {
+            let mut wstatus: libc::c_int = 0;
+            // SAFETY: plain system call with a valid pointer.
+            let pid = unsafe { libc::waitpid(-1, &mut wstatus, libc::WNOHANG) };
+            if pid <= 0 {
+                break;
+            }
+            if pid == child {
+                let _ = sys::write_all(status, &wstatus.to_ne_bytes());
+                sys::exit(0);
+            }
+        }
+    }
+}
