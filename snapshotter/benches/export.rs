@@ -9,12 +9,11 @@ mod support;
 
 use std::io::{self, Write};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use snapshotter::compress::{EncodeOptions, ZSTD_LEVEL};
+use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use snapshotter::compress::{EncodeOptions, RACY_MARGIN, ZSTD_LEVEL};
 use snapshotter::layer::Compression;
-use support::Change;
 
 fn tree_bytes(root: &std::path::Path) -> u64 {
     let (_, layer) = support::export(
@@ -22,7 +21,6 @@ fn tree_bytes(root: &std::path::Path) -> u64 {
         io::sink(),
         Compression::Uncompressed,
         EncodeOptions::default(),
-        Change::None,
     )
     .expect("export");
     layer.uncompressed_size
@@ -59,20 +57,20 @@ fn export(c: &mut Criterion) {
     ] {
         group.bench_function(name, |b| {
             b.iter(|| {
-                support::export(
-                    &root,
-                    io::sink(),
-                    compression,
-                    EncodeOptions::default(),
-                    Change::None,
-                )
-                .expect("export")
+                support::export(&root, io::sink(), compression, EncodeOptions::default())
+                    .expect("export")
             })
         });
     }
 
-    // Incremental re-export: the previous blob is the unchanged tree's export.
+    // Incremental re-export: before each timed export (untimed: wait out the racy margin so
+    // that every file's identity is recorded, export the tree as the previous blob, change one
+    // small file on disk), then the re-export alone is timed; the file is restored after.
     let dir = tempfile::tempdir().expect("temp dir");
+    // Setup is ~6 s per iteration: one iteration per sample, 10 samples.
+    group
+        .sampling_mode(SamplingMode::Flat)
+        .measurement_time(Duration::from_secs(1));
     for (name, compression) in [
         (
             "kiln gzip re-export, one small file changed",
@@ -84,24 +82,30 @@ fn export(c: &mut Criterion) {
         ),
     ] {
         let blob = dir.path().join(format!("{compression:?}.blob"));
-        let index = support::export_to_file(&root, &blob, compression);
         group.bench_function(name, |b| {
-            b.iter(|| {
-                let options =
-                    EncodeOptions::default().with_previous(support::previous(&blob, &index));
-                let (_, layer) = support::export(
-                    &root,
-                    io::sink(),
-                    compression,
-                    options,
-                    Change::OneSmallFile,
-                )
-                .expect("re-export");
-                assert!(layer.stats.reused_members + 2 >= layer.stats.members);
-                layer
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    std::thread::sleep(RACY_MARGIN + Duration::from_millis(500));
+                    let index = support::export_to_file(&root, &blob, compression);
+                    let changed =
+                        support::Changed::apply(&root, support::CHANGED_FILE).expect("change");
+                    let options =
+                        EncodeOptions::default().with_previous(support::previous(&blob, &index));
+                    let start = Instant::now();
+                    let (_, layer) = support::export(&root, io::sink(), compression, options)
+                        .expect("re-export");
+                    total += start.elapsed();
+                    drop(changed);
+                    assert!(layer.stats.reused_members + 2 >= layer.stats.members);
+                }
+                total
             })
         });
     }
+    group
+        .sampling_mode(SamplingMode::Auto)
+        .measurement_time(Duration::from_secs(20));
 
     // The alternative to kiln's own frames: one zstd stream, multithreaded by libzstd.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
@@ -114,7 +118,6 @@ fn export(c: &mut Criterion) {
                 enc,
                 Compression::Uncompressed,
                 EncodeOptions::default(),
-                Change::None,
             )
             .expect("export");
             enc.finish().expect("zstd finish");

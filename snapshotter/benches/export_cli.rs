@@ -3,13 +3,17 @@
 //!
 //! ```text
 //! export_cli generate DIR
-//! export_cli export DIR gzip|zstd|none|zstdmt [--save BLOB] [--previous BLOB] [--change-one] [--threads N]
-//! export_cli apply BLOB TARGET
+//! export_cli export DIR gzip|zstd|none|zstdmt [--save BLOB] [--previous BLOB] [--change FILE | --change-one] [--threads N]
+//! export_cli apply BLOB TARGET [--no-sync]
 //! ```
 //! `apply` unpacks a layer blob into a new directory with `snapshotter::apply` (flat target,
-//! digests computed while streaming), for `benches/apply-vs-tar.sh`.
+//! digests computed while streaming), for `benches/apply-vs-tar.sh`: by default as kiln applies
+//! layers (the staging tree is `syncfs`ed before it is renamed into place), with `--no-sync`
+//! leaving writeback to the kernel as `tar` does.
 //! `--save` writes the blob and its member index (`BLOB.index.json`); `--previous` re-exports
-//! reusing a saved blob; `--change-one` exports with one small file changed.
+//! reusing a saved blob; `--change FILE` appends a line to FILE (relative to DIR) on disk before
+//! the export and truncates it back after (`--change-one`: the bench's small file in the middle
+//! of the small files, `support::CHANGED_FILE`).
 
 mod support;
 
@@ -17,10 +21,9 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use snapshotter::apply::{ApplyExpect, ApplyOptions, WhiteoutMode, apply};
+use snapshotter::apply::{ApplyExpect, ApplyOptions, Durability, WhiteoutMode, apply};
 use snapshotter::compress::{EncodeOptions, MemberIndex};
 use snapshotter::layer::Compression;
-use support::Change;
 
 fn main() -> ExitCode {
     // `cargo bench` passes `--bench`; ignore it.
@@ -40,14 +43,19 @@ fn main() -> ExitCode {
 fn run(args: &[String]) -> io::Result<()> {
     let usage = || {
         io::Error::other(
-            "usage: export_cli generate DIR | apply BLOB TARGET | export DIR gzip|zstd|none|zstdmt [--save BLOB] [--previous BLOB] [--change-one] [--threads N]",
+            "usage: export_cli generate DIR | apply BLOB TARGET [--no-sync] | export DIR gzip|zstd|none|zstdmt [--save BLOB] [--previous BLOB] [--change FILE | --change-one] [--threads N]",
         )
     };
     match args {
         [cmd, dir] if cmd == "generate" => support::generate(&PathBuf::from(dir)),
-        [cmd, blob, target] if cmd == "apply" => {
+        [cmd, blob, target, rest @ ..] if cmd == "apply" => {
             let file = io::BufReader::with_capacity(1 << 20, std::fs::File::open(blob)?);
-            let opts = ApplyOptions::new(WhiteoutMode::Delete);
+            let mut opts = ApplyOptions::new(WhiteoutMode::Delete);
+            match rest {
+                [] => {}
+                [flag] if flag == "--no-sync" => opts.durability = Durability::NoSync,
+                _ => return Err(usage()),
+            }
             apply(file, &PathBuf::from(target), ApplyExpect::default(), &opts)
                 .map_err(io::Error::other)?;
             Ok(())
@@ -62,14 +70,15 @@ fn run(args: &[String]) -> io::Result<()> {
             };
             let mut save = None;
             let mut previous = None;
-            let mut change = Change::None;
+            let mut change: Option<String> = None;
             let mut threads = None;
             let mut rest = rest.iter();
             while let Some(flag) = rest.next() {
                 match flag.as_str() {
                     "--save" => save = Some(PathBuf::from(rest.next().ok_or_else(usage)?)),
                     "--previous" => previous = Some(PathBuf::from(rest.next().ok_or_else(usage)?)),
-                    "--change-one" => change = Change::OneSmallFile,
+                    "--change-one" => change = Some(support::CHANGED_FILE.to_owned()),
+                    "--change" => change = Some(rest.next().ok_or_else(usage)?.clone()),
                     "--threads" => {
                         let n = rest.next().ok_or_else(usage)?;
                         threads = Some(n.parse().map_err(|_| usage())?);
@@ -87,11 +96,14 @@ fn run(args: &[String]) -> io::Result<()> {
                 options = options.with_previous(support::previous(blob, &index));
             }
             let root = PathBuf::from(dir);
+            let changed = match &change {
+                Some(rel) => Some(support::Changed::apply(&root, rel)?),
+                None => None,
+            };
             let layer = match &save {
                 Some(blob) => {
                     let out = io::BufWriter::new(fs_err::File::create(blob)?);
-                    let (mut out, layer) =
-                        support::export(&root, out, compression, options, change)?;
+                    let (mut out, layer) = support::export(&root, out, compression, options)?;
                     out.flush()?;
                     if let Some(index) = &layer.index {
                         let json = serde_json::to_vec(index).map_err(io::Error::other)?;
@@ -99,17 +111,20 @@ fn run(args: &[String]) -> io::Result<()> {
                     }
                     layer
                 }
-                None => support::export(&root, io::sink(), compression, options, change)?.1,
+                None => support::export(&root, io::sink(), compression, options)?.1,
             };
+            drop(changed);
             writeln!(
                 io::stdout(),
-                "{} {} size={} tar={} members={} reused={}",
+                "{} {} size={} tar={} members={} reused={} unread={} resumed={}",
                 layer.digest,
                 layer.diff_id,
                 layer.size,
                 layer.uncompressed_size,
                 layer.stats.members,
-                layer.stats.reused_members
+                layer.stats.reused_members,
+                layer.stats.unread_tar_bytes,
+                layer.stats.resumed_tar_bytes,
             )
         }
         _ => Err(usage()),
@@ -128,7 +143,6 @@ fn zstdmt(root: &std::path::Path) -> io::Result<()> {
         enc,
         Compression::Uncompressed,
         EncodeOptions::default(),
-        Change::None,
     )?;
     let (_, digest, size) = enc.finish()?.finish();
     writeln!(

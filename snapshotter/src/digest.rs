@@ -34,6 +34,16 @@ impl Digest {
         Self(Sha256::digest(bytes).into())
     }
 
+    /// The 32 bytes of the SHA-256.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// A digest from the 32 bytes of a SHA-256 computed elsewhere.
+    pub(crate) fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
     /// The 64 lowercase hex digits, without the algorithm.
     pub fn hex(&self) -> String {
         hex::encode(self.0)

@@ -9,17 +9,25 @@
 //! them in parallel; the member format, its pinned backends and levels, and its invariants are
 //! documented in [`crate::compress`].
 //!
+//! File content comes as a reader, or as a [`FileSource`] (a path and the file's
+//! [`FileIdentity`]) that the writer opens only when it needs the bytes: with a previous blob, a
+//! re-export does not read files whose members are unchanged (see [`crate::compress`]).
+//!
 //! Not responsible for: choosing what goes into a layer (the caller walks a context or a
-//! snapshot), or reading layers (apply lands with the snapshotter).
+//! snapshot), or reading layers (`apply`).
+
+mod header;
 
 use std::cmp::Ordering;
+use std::collections::VecDeque;
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
 
-use crate::compress::{CompressError, EncodeOptions, EncodedLayer, LayerEncoder};
+use crate::compress::{CompressError, EncodeOptions, EncodedLayer, LayerEncoder, Offer};
 use crate::digest::{BlobDigest, DiffId};
 
-pub use crate::compress::{Compression, GZIP_LEVEL, ZSTD_LEVEL};
+pub use crate::compress::{Compression, FileIdentity, GZIP_LEVEL, ZSTD_LEVEL};
 
 /// Size of the buffer file contents are read through.
 const COPY_BUFFER: usize = 128 * 1024;
@@ -45,6 +53,8 @@ pub enum LayerError {
     OutOfOrder { path: String, previous: String },
     #[error("layer entry path `{0}` is not a clean relative path")]
     BadPath(String),
+    #[error("layer entry `{0}` was given a file source but is not a regular file")]
+    NotAFile(String),
     #[error("layer entry `{path}` declared {declared} bytes but its content had {actual}")]
     SizeChanged {
         path: String,
@@ -201,11 +211,35 @@ pub struct LayerInfo {
     pub uncompressed_size: u64,
 }
 
+/// A regular file's content for [`LayerWriter::append_file`]: the writer opens `path` only if
+/// it needs the bytes. `identity` must come from an `lstat` of that file taken before it is
+/// read (see [`FileIdentity`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSource {
+    pub path: PathBuf,
+    pub identity: FileIdentity,
+}
+
+/// An offered entry whose content the encoder has not asked for (yet).
+struct Held {
+    path: LayerPath,
+    headers: Vec<u8>,
+    data_len: u64,
+    source: Option<FileSource>,
+}
+
 /// Streams sorted entries into a compressed layer written to `W`.
+///
+/// With a previous blob ([`EncodeOptions::with_previous`]), files given by
+/// [`append_file`](Self::append_file) are not read at all while the members they fall in are
+/// unchanged (same headers and file identities at the same positions as in the previous blob);
+/// the output is the same bytes either way.
 pub struct LayerWriter<W: Write> {
     encoder: LayerEncoder<W>,
     previous: Option<LayerPath>,
     buffer: Vec<u8>,
+    /// Offered entries the encoder holds, oldest first.
+    held: VecDeque<Held>,
 }
 
 impl<W: Write> LayerWriter<W> {
@@ -220,6 +254,7 @@ impl<W: Write> LayerWriter<W> {
             encoder: LayerEncoder::with_options(out, compression, options),
             previous: None,
             buffer: Vec::new(),
+            held: VecDeque::new(),
         }
     }
 
@@ -244,14 +279,7 @@ impl<W: Write> LayerWriter<W> {
         xattrs: &[Xattr],
         content: Option<&mut dyn Read>,
     ) -> Result<(), LayerError> {
-        if let Some(prev) = &self.previous
-            && *prev >= entry.path
-        {
-            return Err(LayerError::OutOfOrder {
-                path: entry.path.to_string(),
-                previous: prev.to_string(),
-            });
-        }
+        self.check_order(&entry.path)?;
         let data_len = match (&entry.kind, &content) {
             (EntryKind::File { size }, _) if *size > 0 && content.is_none() => {
                 return Err(LayerError::SizeChanged {
@@ -263,41 +291,47 @@ impl<W: Write> LayerWriter<W> {
             (EntryKind::File { size }, _) => *size,
             _ => 0,
         };
-        let headers = headers(entry, None, xattrs)?;
-        let compress_err = |source| LayerError::Compress {
-            path: entry.path.to_string(),
-            source,
+        let headers = header::headers(entry, None, xattrs)?;
+        // Only files have content; a reader given with anything else is not read.
+        let content = content.filter(|_| matches!(entry.kind, EntryKind::File { .. }));
+        match content {
+            // No content: the headers are the whole entry, so it can be offered.
+            None if self.encoder.offering() => self.offer(&entry.path, headers, 0, None)?,
+            None => {
+                self.start(&entry.path, &headers, 0, None)?;
+                self.end(&entry.path)?;
+            }
+            Some(reader) => {
+                // A reader cannot be held for later: stop offering and write what was held.
+                if self.encoder.offering() {
+                    let pending = self.encoder.stop_offering();
+                    self.replay(pending, 0)?;
+                }
+                self.start(&entry.path, &headers, data_len, None)?;
+                self.write_content(&entry.path, data_len, 0, reader)?;
+            }
+        }
+        self.previous = Some(entry.path.clone());
+        Ok(())
+    }
+
+    /// Append a regular file whose content is read from `source.path` only if needed (see the
+    /// type docs); otherwise like [`append_with_xattrs`](Self::append_with_xattrs).
+    pub fn append_file(
+        &mut self,
+        entry: &Entry,
+        xattrs: &[Xattr],
+        source: FileSource,
+    ) -> Result<(), LayerError> {
+        self.check_order(&entry.path)?;
+        let EntryKind::File { size } = entry.kind else {
+            return Err(LayerError::NotAFile(entry.path.to_string()));
         };
-        self.encoder
-            .start_entry(entry.path.as_str(), &headers, data_len)
-            .map_err(compress_err)?;
-        if let (EntryKind::File { size }, Some(reader)) = (&entry.kind, content) {
-            let copied = self.copy_content(entry, reader, *size)?;
-            if copied < *size {
-                // Keep the stream well formed, then refuse: the file shrank while being read.
-                self.zero_fill(*size - copied).map_err(compress_err)?;
-                self.encoder.end_entry().map_err(compress_err)?;
-                return Err(LayerError::SizeChanged {
-                    path: entry.path.to_string(),
-                    declared: *size,
-                    actual: copied,
-                });
-            }
-            let mut probe = [0u8; 1];
-            let extra = read_some(reader, &mut probe).map_err(|source| LayerError::Io {
-                path: entry.path.to_string(),
-                source,
-            })?;
-            self.encoder.end_entry().map_err(compress_err)?;
-            if extra != 0 {
-                return Err(LayerError::SizeChanged {
-                    path: entry.path.to_string(),
-                    declared: *size,
-                    actual: copied + extra as u64,
-                });
-            }
+        let headers = header::headers(entry, None, xattrs)?;
+        if self.encoder.offering() {
+            self.offer(&entry.path, headers, size, Some(source))?;
         } else {
-            self.encoder.end_entry().map_err(compress_err)?;
+            self.write_file(&entry.path, &headers, size, &source, 0)?;
         }
         self.previous = Some(entry.path.clone());
         Ok(())
@@ -315,31 +349,169 @@ impl<W: Write> LayerWriter<W> {
             gid: node.gid,
             mtime: node.mtime,
         };
-        if let Some(prev) = &self.previous
-            && *prev >= carrier.path
-        {
-            return Err(LayerError::OutOfOrder {
-                path: carrier.path.to_string(),
-                previous: prev.to_string(),
-            });
+        self.check_order(&carrier.path)?;
+        let headers = header::headers(&carrier, Some(node.node), xattrs)?;
+        if self.encoder.offering() {
+            self.offer(&carrier.path, headers, 0, None)?;
+        } else {
+            self.start(&carrier.path, &headers, 0, None)?;
+            self.end(&carrier.path)?;
         }
-        let headers = headers(&carrier, Some(node.node), xattrs)?;
-        let compress_err = |source| LayerError::Compress {
-            path: carrier.path.to_string(),
+        self.previous = Some(carrier.path);
+        Ok(())
+    }
+
+    fn check_order(&self, path: &LayerPath) -> Result<(), LayerError> {
+        match &self.previous {
+            Some(prev) if *prev >= *path => Err(LayerError::OutOfOrder {
+                path: path.to_string(),
+                previous: prev.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn start(
+        &mut self,
+        path: &LayerPath,
+        headers: &[u8],
+        data_len: u64,
+        identity: Option<&FileIdentity>,
+    ) -> Result<(), LayerError> {
+        self.encoder
+            .start_entry_identified(path.as_str(), headers, data_len, identity)
+            .map_err(|source| compress_error(path, source))
+    }
+
+    fn end(&mut self, path: &LayerPath) -> Result<(), LayerError> {
+        self.encoder
+            .end_entry()
+            .map_err(|source| compress_error(path, source))
+    }
+
+    /// Offer an entry to the encoder, keeping what it holds and writing what it gives back.
+    fn offer(
+        &mut self,
+        path: &LayerPath,
+        headers: Vec<u8>,
+        data_len: u64,
+        source: Option<FileSource>,
+    ) -> Result<(), LayerError> {
+        let identity = source.as_ref().map(|s| s.identity);
+        let offer = self
+            .encoder
+            .offer_entry(path.as_str(), &headers, data_len, identity.as_ref())
+            .map_err(|e| compress_error(path, e))?;
+        self.held.push_back(Held {
+            path: path.clone(),
+            headers,
+            data_len,
+            source,
+        });
+        match offer {
+            Offer::Held { pending } => {
+                let settled = self.held.len().saturating_sub(pending);
+                self.held.drain(..settled);
+                Ok(())
+            }
+            Offer::Replay { pending, from } => self.replay(pending, from),
+        }
+    }
+
+    /// Write the last `pending` held entries normally (the first from `from` bytes of data).
+    /// A file that changed size is written padded and reported after the others are written,
+    /// so the stream stays well formed; any other failure stops at once.
+    fn replay(&mut self, pending: usize, from: u64) -> Result<(), LayerError> {
+        let settled = self.held.len().saturating_sub(pending);
+        self.held.drain(..settled);
+        let held: Vec<Held> = self.held.drain(..).collect();
+        let mut changed = None;
+        for (i, h) in held.into_iter().enumerate() {
+            let from = if i == 0 { from } else { 0 };
+            let result = match &h.source {
+                Some(source) => self.write_file(&h.path, &h.headers, h.data_len, source, from),
+                None => self
+                    .start(&h.path, &h.headers, h.data_len, None)
+                    .and_then(|()| self.end(&h.path)),
+            };
+            match result {
+                Err(e @ LayerError::SizeChanged { .. }) => {
+                    changed.get_or_insert(e);
+                }
+                other => other?,
+            }
+        }
+        changed.map_or(Ok(()), Err)
+    }
+
+    /// Write a file entry (from `from` bytes of data on, for a resumed large file) with the
+    /// content read from its source.
+    fn write_file(
+        &mut self,
+        path: &LayerPath,
+        headers: &[u8],
+        size: u64,
+        source: &FileSource,
+        from: u64,
+    ) -> Result<(), LayerError> {
+        let io_error = |source| LayerError::Io {
+            path: path.to_string(),
             source,
         };
-        self.encoder
-            .start_entry(carrier.path.as_str(), &headers, 0)
-            .map_err(compress_err)?;
-        self.encoder.end_entry().map_err(compress_err)?;
-        self.previous = Some(carrier.path);
+        let mut file = fs_err::File::open(&source.path).map_err(io_error)?;
+        if from > 0 {
+            file.seek(SeekFrom::Start(from)).map_err(io_error)?;
+            self.encoder
+                .resume_entry(path.as_str(), headers, size, from, Some(&source.identity))
+                .map_err(|e| compress_error(path, e))?;
+        } else {
+            self.start(path, headers, size, Some(&source.identity))?;
+        }
+        self.write_content(path, size, from, &mut file)
+    }
+
+    /// Copy the rest of an open file entry's content (`size` bytes in all, `from` already
+    /// written) and end the entry, refusing a file that is shorter or longer than declared.
+    fn write_content(
+        &mut self,
+        path: &LayerPath,
+        size: u64,
+        from: u64,
+        reader: &mut dyn Read,
+    ) -> Result<(), LayerError> {
+        let want = size - from;
+        let copied = self.copy_content(path, reader, want)?;
+        if copied < want {
+            // Keep the stream well formed, then refuse: the file shrank while being read.
+            self.zero_fill(want - copied)
+                .map_err(|e| compress_error(path, e))?;
+            self.end(path)?;
+            return Err(LayerError::SizeChanged {
+                path: path.to_string(),
+                declared: size,
+                actual: from + copied,
+            });
+        }
+        let mut probe = [0u8; 1];
+        let extra = read_some(reader, &mut probe).map_err(|source| LayerError::Io {
+            path: path.to_string(),
+            source,
+        })?;
+        self.end(path)?;
+        if extra != 0 {
+            return Err(LayerError::SizeChanged {
+                path: path.to_string(),
+                declared: size,
+                actual: from + copied + extra as u64,
+            });
+        }
         Ok(())
     }
 
     /// Copy up to `size` bytes of `reader` into the open entry; returns how many there were.
     fn copy_content(
         &mut self,
-        entry: &Entry,
+        path: &LayerPath,
         reader: &mut dyn Read,
         size: u64,
     ) -> Result<u64, LayerError> {
@@ -351,7 +523,7 @@ impl<W: Write> LayerWriter<W> {
             let want = (size - copied).min(self.buffer.len() as u64) as usize;
             let n =
                 read_some(reader, &mut self.buffer[..want]).map_err(|source| LayerError::Io {
-                    path: entry.path.to_string(),
+                    path: path.to_string(),
                     source,
                 })?;
             if n == 0 {
@@ -359,10 +531,7 @@ impl<W: Write> LayerWriter<W> {
             }
             self.encoder
                 .write_data(&self.buffer[..n])
-                .map_err(|source| LayerError::Compress {
-                    path: entry.path.to_string(),
-                    source,
-                })?;
+                .map_err(|source| compress_error(path, source))?;
             copied += n as u64;
         }
         Ok(copied)
@@ -386,8 +555,21 @@ impl<W: Write> LayerWriter<W> {
 
     /// Like [`finish`](Self::finish), also returning the member index to keep with the blob
     /// (for incremental re-export) and encoding statistics.
-    pub fn finish_encoded(self) -> Result<(W, EncodedLayer), LayerError> {
+    pub fn finish_encoded(mut self) -> Result<(W, EncodedLayer), LayerError> {
+        if self.encoder.offering() {
+            match self.encoder.offer_end().map_err(LayerError::Finish)? {
+                Offer::Held { .. } => self.held.clear(),
+                Offer::Replay { pending, from } => self.replay(pending, from)?,
+            }
+        }
         self.encoder.finish().map_err(LayerError::Finish)
+    }
+}
+
+fn compress_error(path: &LayerPath, source: CompressError) -> LayerError {
+    LayerError::Compress {
+        path: path.to_string(),
+        source,
     }
 }
 
@@ -410,115 +592,6 @@ fn read_some(reader: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
             other => return other,
         }
     }
-}
-
-/// The header blocks of an entry: a PAX extended header when ustar cannot hold the path, link
-/// target or ids (POSIX.1-2001), then the ustar header.
-fn headers(entry: &Entry, node: Option<Node>, xattrs: &[Xattr]) -> Result<Vec<u8>, LayerError> {
-    let io_err = |source| LayerError::Io {
-        path: entry.path.to_string(),
-        source,
-    };
-    let mut header = tar::Header::new_ustar();
-    header.set_mode(entry.mode & 0o7777);
-    header.set_uid(entry.uid);
-    header.set_gid(entry.gid);
-    header.set_mtime(entry.mtime);
-    let mut name = entry.path.as_str().to_owned();
-    let mut pax: Vec<(&str, Vec<u8>)> = Vec::new();
-    match &entry.kind {
-        EntryKind::Directory => {
-            header.set_entry_type(tar::EntryType::Directory);
-            header.set_size(0);
-            name.push('/');
-        }
-        EntryKind::File { size } => {
-            header.set_entry_type(tar::EntryType::Regular);
-            header.set_size(*size);
-        }
-        EntryKind::Symlink { target } => {
-            header.set_entry_type(tar::EntryType::Symlink);
-            header.set_size(0);
-            if header.set_link_name(target).is_err() {
-                pax.push(("linkpath", target.as_bytes().to_vec()));
-            }
-        }
-        EntryKind::Hardlink { target } => {
-            header.set_entry_type(tar::EntryType::Link);
-            header.set_size(0);
-            if header.set_link_name(target.as_str()).is_err() {
-                pax.push(("linkpath", target.as_str().as_bytes().to_vec()));
-            }
-        }
-    }
-    if let Some(node) = node {
-        let (ty, major, minor) = match node {
-            Node::CharDevice { major, minor } => (tar::EntryType::Char, major, minor),
-            Node::BlockDevice { major, minor } => (tar::EntryType::Block, major, minor),
-            Node::Fifo => (tar::EntryType::Fifo, 0, 0),
-        };
-        header.set_entry_type(ty);
-        header.set_device_major(major).map_err(io_err)?;
-        header.set_device_minor(minor).map_err(io_err)?;
-    }
-    if header.set_path(&name).is_err() {
-        // Too long for ustar: a PAX `path` record carries the full name (POSIX.1-2001).
-        pax.push(("path", name.as_bytes().to_vec()));
-        let short: String = name
-            .chars()
-            .rev()
-            .take(90)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
-        header
-            .set_path(short.trim_start_matches('/'))
-            .map_err(io_err)?;
-    }
-    for (key, value) in [("uid", entry.uid), ("gid", entry.gid)] {
-        if value > 0o7777777 {
-            pax.push((key, value.to_string().into_bytes()));
-        }
-    }
-    let xattr_keys: Vec<String> = xattrs
-        .iter()
-        .map(|x| format!("SCHILY.xattr.{}", x.name))
-        .collect();
-    for (key, x) in xattr_keys.iter().zip(xattrs) {
-        pax.push((key.as_str(), x.value.clone()));
-    }
-    header.set_cksum();
-    let mut out = Vec::with_capacity(512);
-    if !pax.is_empty() {
-        let records = pax_records(&pax);
-        let mut ext = tar::Header::new_ustar();
-        ext.set_size(records.len() as u64);
-        ext.set_entry_type(tar::EntryType::XHeader);
-        ext.set_cksum();
-        out.extend_from_slice(ext.as_bytes());
-        out.extend_from_slice(&records);
-        out.resize(out.len().next_multiple_of(512), 0);
-    }
-    out.extend_from_slice(header.as_bytes());
-    Ok(out)
-}
-
-/// PAX records: `"<len> <key>=<value>\n"`, where `<len>` counts the whole record, itself
-/// included (POSIX.1-2001 pax "extended header").
-fn pax_records(records: &[(&str, Vec<u8>)]) -> Vec<u8> {
-    let mut data = Vec::new();
-    for (key, value) in records {
-        let rest = 3 + key.len() + value.len();
-        let mut len = rest + 1;
-        while len.to_string().len() + rest != len {
-            len = rest + len.to_string().len();
-        }
-        data.extend_from_slice(format!("{len} {key}=").as_bytes());
-        data.extend_from_slice(value);
-        data.push(b'\n');
-    }
-    data
 }
 
 #[cfg(test)]

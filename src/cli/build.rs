@@ -4,20 +4,20 @@
 mod call;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use clap::Args;
 
+use super::progress::Progress;
 use super::transfer::{Direction, TransferLines};
 use super::{CmdResult, Failure, parse_ref};
 use crate::image::{ImageRef, Platform};
-use crate::progress::{Event, Reporter};
 use crate::registry::{self, RegistryOptions};
 use crate::sandbox::Backend;
 use crate::sandbox::oci::OciRuntime;
-use crate::solver::context::ContextError;
+use crate::solver::context::{ContextError, named, stdin};
+use crate::solver::output::{self, BuildMetadata, OutputSpec};
 use crate::solver::steps::run::RunSettings;
 use crate::solver::{self, BuildError, BuildRequest};
 use crate::store::Store;
@@ -62,7 +62,8 @@ pub struct BuildArgs {
     /// Suppress the build output and print only the image ID.
     #[arg(short, long)]
     quiet: bool,
-    /// Progress output: `auto`, `plain` or `quiet` (also from BUILDKIT_PROGRESS).
+    /// Progress output: `auto`, `tty`, `plain`, `rawjson` or `quiet` (also from
+    /// BUILDKIT_PROGRESS); `auto` is tty on a terminal, else plain.
     #[arg(
         long,
         value_name = "TYPE",
@@ -103,6 +104,24 @@ pub struct BuildArgs {
     /// Output of `--call`: `human` (default) or `json`.
     #[arg(long, value_name = "FORMAT")]
     format: Option<String>,
+    /// Output destination (`type=TYPE[,KEY=VALUE...]`): `image[,name=N][,push=true]`,
+    /// `registry`, `oci,dest=F.tar`, `docker,dest=F.tar`, `local,dest=DIR`, `tar,dest=F`;
+    /// `-o DIR` is `type=local,dest=DIR`, `-o -` a tar of the filesystem on stdout. Repeatable.
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_name = "PATH|type=TYPE[,KEY=VALUE]"
+    )]
+    outputs: Vec<String>,
+    /// Write build result metadata (image digests and names) to this JSON file.
+    #[arg(long, value_name = "FILE")]
+    metadata_file: Option<PathBuf>,
+    /// Set metadata for the image (`KEY=VALUE`); repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// An additional named context (`NAME=DIR` or `NAME=docker-image://REF`); repeatable.
+    #[arg(long = "build-context", value_name = "NAME=SOURCE")]
+    build_contexts: Vec<String>,
     /// The build context directory.
     #[arg(value_name = "CONTEXT")]
     context: PathBuf,
@@ -123,30 +142,18 @@ pub fn run(
     let tags = args
         .tags
         .iter()
-        .map(|t| parse_ref(t))
+        .map(|t| parse_ref(t).map(with_default_tag))
         .collect::<Result<Vec<ImageRef>, _>>()?;
-    if args.push && tags.is_empty() {
-        return Err(Failure::Error(anyhow::anyhow!(
-            "--push needs an image name: add `-t NAME[:TAG]`"
-        )));
-    }
+    let outputs = parse_outputs(&args.outputs, &tags, args.push)?;
     check_platform(args.platform.as_deref())?;
-    let quiet = args.quiet
-        || match args.progress.as_str() {
-            "quiet" => true,
-            "auto" | "plain" => false,
-            other => {
-                return Err(Failure::Error(anyhow::anyhow!(
-                    "unsupported --progress `{other}`: use auto, plain or quiet"
-                )));
-            }
-        };
-    if args.context.as_os_str() == "-" {
-        return Err(Failure::Error(anyhow::anyhow!(
-            "a build context from stdin is not supported yet; pass a directory"
-        )));
-    }
-    let (dockerfile_name, dockerfile) = read_dockerfile(&args.context, args.file.as_deref())?;
+    let reporter = Progress::stderr(&args.progress, args.quiet)?;
+    let quiet = reporter.is_quiet();
+    let scratch = solver::export::scratch_dir(store);
+    let source = BuildSource::open(&args, &scratch)?;
+    let (dockerfile_name, dockerfile) = match &source.dockerfile {
+        Some(text) => ("Dockerfile".to_owned(), text.clone()),
+        None => read_dockerfile(&source.context, source.file.as_deref())?,
+    };
     let build_args = parse_build_args(&args.build_args)?;
     let source_date_epoch = build_args
         .get("SOURCE_DATE_EPOCH")
@@ -173,54 +180,288 @@ pub fn run(
     if let Some(rt) = &args.runtime {
         run.backend = Backend::Oci(OciRuntime { binary: rt.clone() });
     }
+    let mut named_contexts = BTreeMap::new();
+    for flag in &args.build_contexts {
+        let (name, ctx) = named::parse(flag)?;
+        named_contexts.insert(name, ctx);
+    }
     let req = BuildRequest {
-        context: args.context.clone(),
+        context: source.context.clone(),
         dockerfile_name: dockerfile_name.clone(),
         dockerfile: dockerfile.clone(),
-        dockerfile_path: match args.file.as_deref() {
-            Some(f) if f.as_os_str() == "-" => None,
-            Some(f) => Some(f.to_path_buf()),
-            None => Some(args.context.join("Dockerfile")),
-        },
+        dockerfile_path: source.dockerfile_path(),
         build_args,
         target: args.target.clone(),
-        tags: tags.clone(),
+        tags: outputs.store_tags(),
         registry: registry_opts.clone(),
         source_date_epoch,
         storage_driver,
         compression: args.compression.into(),
         run,
-    };
-    let reporter = PlainProgress {
-        quiet,
-        started: std::time::Instant::now(),
-        lock: Mutex::new(()),
+        labels: parse_labels(&args.labels),
+        named_contexts,
     };
     let out = solver::build(store, &req, &reporter)
         .map_err(|e| render_build_error(&e, &dockerfile_name, &dockerfile))?;
+    source.remove()?;
     if let Some(path) = &args.iidfile {
         fs_err::write(path, out.image_id.to_string())?;
     }
-    if args.push {
-        let image = store.image(&out.manifest)?;
-        for tag in &tags {
-            let observer = TransferLines {
-                direction: Direction::Push,
-                quiet,
+    let image = store.image(&out.manifest)?;
+    let mut exported = outputs.specs.is_empty().then(|| out.manifest.clone());
+    for spec in &outputs.specs {
+        let written = output::write(store, &image, spec, &scratch).map_err(|e| {
+            anyhow::Error::new(e).context(format!("exporting the {} output", spec.kind()))
+        })?;
+        if exported.is_none() && spec.is_image() {
+            exported = written.manifest;
+        }
+    }
+    for tag in outputs.push_names() {
+        let observer = TransferLines {
+            direction: Direction::Push,
+            quiet,
+        };
+        let pushed = registry::push(store, &image, tag, &registry_opts, &observer)?;
+        if !quiet {
+            eprintln!(
+                "pushed {}: digest: {} size: {}",
+                tag.familiar(),
+                pushed.digest,
+                pushed.size
+            );
+        }
+    }
+    if let Some(path) = &args.metadata_file {
+        let meta = BuildMetadata {
+            image: exported.map(|m| (m, out.image_id)),
+            names: outputs.image_names(),
+            platform: crate::image::Platform {
+                architecture: image.config.architecture.clone(),
+                os: image.config.os.clone(),
+                os_version: image.config.os_version.clone(),
+                os_features: Vec::new(),
+                variant: image.config.variant.clone(),
+            },
+        };
+        meta.write(path)?;
+    }
+    // stdout carries the image ID, unless an output streams its bytes there.
+    if !outputs.specs.iter().any(OutputSpec::writes_stdout) {
+        println!("{}", out.image_id);
+    }
+    Ok(())
+}
+
+/// The outputs of a build: `--output`s with `-t` names and `--push` applied.
+#[derive(Debug)]
+struct Outputs {
+    specs: Vec<OutputSpec>,
+    /// `-t` names when there is no `--output` (the image stays in the store).
+    default_names: Vec<ImageRef>,
+    default_push: bool,
+}
+
+impl Outputs {
+    /// Names set in the store: those of `image` outputs (or the `-t` names without outputs).
+    fn store_tags(&self) -> Vec<ImageRef> {
+        if self.specs.is_empty() {
+            return self.default_names.clone();
+        }
+        let mut names: Vec<ImageRef> = Vec::new();
+        for s in &self.specs {
+            if let OutputSpec::Image { names: n, .. } = s {
+                for r in n {
+                    if !names.contains(r) {
+                        names.push(r.clone());
+                    }
+                }
+            }
+        }
+        names
+    }
+
+    /// Names to push.
+    fn push_names(&self) -> Vec<&ImageRef> {
+        if self.specs.is_empty() {
+            return if self.default_push {
+                self.default_names.iter().collect()
+            } else {
+                Vec::new()
             };
-            let pushed = registry::push(store, &image, tag, &registry_opts, &observer)?;
-            if !quiet {
-                eprintln!(
-                    "pushed {}: digest: {} size: {}",
-                    tag.familiar(),
-                    pushed.digest,
-                    pushed.size
-                );
+        }
+        let mut out: Vec<&ImageRef> = Vec::new();
+        for s in &self.specs {
+            if let OutputSpec::Image { names, push: true } = s {
+                for r in names {
+                    if !out.contains(&r) {
+                        out.push(r);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Every name an image output carries (for `--metadata-file` `image.name`).
+    fn image_names(&self) -> Vec<ImageRef> {
+        if self.specs.is_empty() {
+            return self.default_names.clone();
+        }
+        let mut names: Vec<ImageRef> = Vec::new();
+        for r in self.specs.iter().flat_map(|s| s.names()) {
+            if !names.contains(r) {
+                names.push(r.clone());
+            }
+        }
+        names
+    }
+}
+
+/// `--output`s as buildx sets them up: `-t` names replace the names of `image`, `oci` and
+/// `docker` outputs; `--push` adds `type=registry`; checks that need no build come first.
+fn parse_outputs(raw: &[String], tags: &[ImageRef], push: bool) -> Result<Outputs, Failure> {
+    let mut specs = raw
+        .iter()
+        .map(|o| output::spec::parse(o))
+        .collect::<Result<Vec<_>, _>>()?;
+    if push {
+        specs.push(OutputSpec::Image {
+            names: Vec::new(),
+            push: true,
+        });
+    }
+    for s in &mut specs {
+        if s.is_image() {
+            if tags.is_empty() {
+                let normalized = s.names().iter().cloned().map(with_default_tag).collect();
+                s.set_names(normalized);
+            } else {
+                s.set_names(tags.to_vec());
             }
         }
     }
-    println!("{}", out.image_id);
-    Ok(())
+    // A lone `--push` keeps today's meaning: the image is in the store under its tags too.
+    let (specs, default_push) = match specs.as_slice() {
+        [OutputSpec::Image { push: true, .. }] if raw.is_empty() => (Vec::new(), true),
+        _ => (specs, false),
+    };
+    let needs_name = specs
+        .iter()
+        .any(|s| matches!(s, OutputSpec::Image { names, push: true } if names.is_empty()));
+    if needs_name || (default_push && tags.is_empty()) {
+        return Err(Failure::Error(anyhow::anyhow!(
+            "tag is needed when pushing to registry: add `-t NAME[:TAG]` (or name= in --output)"
+        )));
+    }
+    output::validate(&specs)?;
+    if specs.iter().any(OutputSpec::writes_stdout) && std::io::stdout().is_terminal() {
+        let kind = specs
+            .iter()
+            .find(|s| s.writes_stdout())
+            .map_or("tar", OutputSpec::kind);
+        return Err(output::OutputError::StdoutIsTerminal {
+            kind: kind.to_owned(),
+        }
+        .into());
+    }
+    Ok(Outputs {
+        specs,
+        default_names: tags.to_vec(),
+        default_push,
+    })
+}
+
+/// `NAME` means `NAME:latest`, as Docker normalizes names it writes.
+fn with_default_tag(r: ImageRef) -> ImageRef {
+    if r.tag().is_none() && r.digest().is_none() {
+        r.with_tag(crate::image::reference::DEFAULT_TAG)
+            .expect("`latest` is a valid tag")
+    } else {
+        r
+    }
+}
+
+/// `--label KEY=VALUE`; a bare `KEY` is a label with an empty value (buildx `listToMap`).
+fn parse_labels(raw: &[String]) -> BTreeMap<String, String> {
+    raw.iter()
+        .map(|l| match l.split_once('=') {
+            Some((k, v)) => (k.to_owned(), v.to_owned()),
+            None => (l.clone(), String::new()),
+        })
+        .collect()
+}
+
+/// Where the build's context and Dockerfile come from: a directory, or stdin (`kiln build -`:
+/// a tar context, or a Dockerfile with an empty context).
+struct BuildSource {
+    context: PathBuf,
+    /// `-f`, resolved (inside the extracted tree for a stdin context).
+    file: Option<PathBuf>,
+    /// The Dockerfile text when it came from stdin.
+    dockerfile: Option<String>,
+    /// Keeps an extracted stdin context alive until the build is done.
+    stdin: Option<stdin::StdinContext>,
+}
+
+impl BuildSource {
+    fn open(args: &BuildArgs, scratch: &Path) -> Result<Self, Failure> {
+        let file_is_stdin = args.file.as_deref().is_some_and(|f| f.as_os_str() == "-");
+        if args.context.as_os_str() != "-" {
+            return Ok(Self {
+                context: args.context.clone(),
+                file: args.file.clone(),
+                dockerfile: None,
+                stdin: None,
+            });
+        }
+        if file_is_stdin {
+            return Err(Failure::Error(anyhow::anyhow!(
+                "invalid argument: can't use stdin for both build context and dockerfile"
+            )));
+        }
+        match stdin::read(std::io::stdin(), scratch)? {
+            stdin::StdinContent::Context(ctx) => Ok(Self {
+                context: ctx.path().to_path_buf(),
+                // `-f` names a file inside the archive.
+                file: args
+                    .file
+                    .as_deref()
+                    .map(|f| ctx.path().join(f.strip_prefix("/").unwrap_or(f))),
+                dockerfile: None,
+                stdin: Some(ctx),
+            }),
+            stdin::StdinContent::Dockerfile(text) => {
+                let ctx = stdin::empty(scratch)?;
+                Ok(Self {
+                    context: ctx.path().to_path_buf(),
+                    file: None,
+                    dockerfile: Some(text),
+                    stdin: Some(ctx),
+                })
+            }
+        }
+    }
+
+    /// Where the Dockerfile is on disk, to find its `<name>.dockerignore`.
+    fn dockerfile_path(&self) -> Option<PathBuf> {
+        if self.dockerfile.is_some() {
+            return None;
+        }
+        match self.file.as_deref() {
+            Some(f) if f.as_os_str() == "-" => None,
+            Some(f) => Some(f.to_path_buf()),
+            None => Some(self.context.join("Dockerfile")),
+        }
+    }
+
+    /// Remove an extracted stdin context.
+    fn remove(self) -> Result<(), Failure> {
+        if let Some(ctx) = self.stdin {
+            ctx.remove()?;
+        }
+        Ok(())
+    }
 }
 
 fn check_platform(platform: Option<&str>) -> Result<(), Failure> {
@@ -306,52 +547,5 @@ fn render_build_error(e: &BuildError, name: &str, source: &str) -> Failure {
             diagnostics,
         }) => Failure::Rendered(diagnostics.render(name, text)),
         other => Failure::Rendered(format!("error: {}\n", super::chain_of(other))),
-    }
-}
-
-/// Line-based progress on stderr: `#3 [2/4] COPY app /bin/ 0.1s`.
-struct PlainProgress {
-    quiet: bool,
-    started: std::time::Instant,
-    lock: Mutex<()>,
-}
-
-impl Reporter for PlainProgress {
-    fn event(&self, event: Event) {
-        if self.quiet {
-            return;
-        }
-        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        let mut err = std::io::stderr().lock();
-        let _ = match event {
-            Event::StepStarted { step, text } => {
-                let stage = if step.stage.is_empty() {
-                    String::new()
-                } else {
-                    format!("{} ", step.stage)
-                };
-                writeln!(
-                    err,
-                    "#{} [{stage}{}/{}] {}",
-                    step.index, step.index, step.total, text
-                )
-            }
-            Event::StepFinished { step, elapsed } => {
-                writeln!(err, "#{} DONE {:.1}s", step.index, elapsed.as_secs_f64())
-            }
-            Event::StepOutput {
-                step,
-                elapsed,
-                line,
-                ..
-            } => writeln!(err, "#{} {:.3} {line}", step.index, elapsed.as_secs_f64()),
-            Event::Pulling { reference } => writeln!(err, "pulling {reference}"),
-            Event::Exported { image_id, manifest } => writeln!(
-                err,
-                "exported manifest {manifest}\nwriting image {image_id} done ({:.1}s)",
-                self.started.elapsed().as_secs_f64()
-            ),
-            Event::Tagged { name } => writeln!(err, "naming to {name} done"),
-        };
     }
 }

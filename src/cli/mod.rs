@@ -12,6 +12,7 @@ mod builder;
 mod format;
 mod images;
 mod inspect;
+mod progress;
 mod pull;
 mod push;
 mod rmi;

@@ -70,10 +70,7 @@ use oci_spec::runtime::{
     Arch, Capability, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompOperator,
     LinuxSyscall,
 };
-use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule, TargetArch, sock_filter,
-};
+use seccompiler::{BpfProgram, SeccompAction};
 use serde::Deserialize;
 
 use super::{Result, SandboxError};
@@ -401,44 +398,43 @@ fn compile_for(profile: &LinuxSeccomp, host: &[Abi]) -> Result<Vec<BpfProgram>> 
         .map(|(_, abi)| *abi)
         .collect();
 
-    let default = action(profile.default_action(), profile.default_errno_ret())?;
+    let default = u32::from(action(
+        profile.default_action(),
+        profile.default_errno_ret(),
+    )?);
     let rules = profile.syscalls().as_deref().unwrap_or_default();
-
-    // The actions the rules use, in first-use order, and which rules use each.
-    let mut groups: Vec<(SeccompAction, Vec<&LinuxSyscall>)> = Vec::new();
-    for rule in rules {
-        let act = action(rule.action(), rule.errno_ret())?;
-        if act == default {
-            continue;
+    let mut per_abi = Vec::with_capacity(abis.len());
+    for abi in &abis {
+        let mut by_nr: BTreeMap<u32, Vec<bpf::Rule>> = BTreeMap::new();
+        for rule in rules {
+            let ret = u32::from(action(rule.action(), rule.errno_ret())?);
+            let conds = conditions(rule.args().as_deref().unwrap_or_default())?;
+            for name in rule.names() {
+                // Unknown on this ABI: skipped, as libseccomp does.
+                let Some(nr) = syscall_number(abi.table, name) else {
+                    continue;
+                };
+                by_nr.entry(nr).or_default().push(bpf::Rule {
+                    conds: conds.clone(),
+                    ret,
+                    rank: bpf::rank(ret),
+                });
+            }
         }
-        match groups.iter_mut().find(|(a, _)| *a == act) {
-            Some((_, members)) => members.push(rule),
-            None => groups.push((act, vec![rule])),
-        }
+        per_abi.push(bpf::AbiRules {
+            audit: abi.audit,
+            qword: abi.arg_len == ArgLen::Qword,
+            rules: by_nr,
+        });
     }
-
-    let mut programs = Vec::new();
-    if default != SeccompAction::Allow {
-        let all: Vec<&LinuxSyscall> = groups.iter().flat_map(|(_, r)| r.iter().copied()).collect();
-        programs.push(program(&abis, &all, SeccompAction::Allow, default.clone())?);
+    let program = bpf::program(&per_abi, default);
+    if program.len() > BPF_MAXINSNS {
+        return Err(SandboxError::Seccomp(format!(
+            "the compiled filter has {} instructions, more than the kernel's {BPF_MAXINSNS}",
+            program.len()
+        )));
     }
-    for (act, members) in &groups {
-        if *act == SeccompAction::Allow {
-            continue;
-        }
-        programs.push(program(&abis, members, act.clone(), SeccompAction::Allow)?);
-    }
-    if programs.is_empty() {
-        // Everything is allowed: no filter needed, but the caller still gets something to
-        // install that says so.
-        programs.push(program(
-            &abis,
-            &[],
-            SeccompAction::KillProcess,
-            SeccompAction::Allow,
-        )?);
-    }
-    Ok(programs)
+    Ok(vec![program])
 }
 
 /// The seccompiler action for an OCI action (runc's mapping; `SCMP_ACT_KILL` is the thread).
@@ -461,67 +457,8 @@ fn action(act: LinuxSeccompAction, errno: Option<u32>) -> Result<SeccompAction> 
     })
 }
 
-/// One program: `rules` matched → `on_match`, else `otherwise`, for each ABI in `abis`.
-fn program(
-    abis: &[Abi],
-    rules: &[&LinuxSyscall],
-    on_match: SeccompAction,
-    otherwise: SeccompAction,
-) -> Result<BpfProgram> {
-    let mut bodies = Vec::with_capacity(abis.len());
-    for abi in abis {
-        let chains = chains(abi, rules)?;
-        let filter = SeccompFilter::new(
-            chains,
-            otherwise.clone(),
-            on_match.clone(),
-            TargetArch::x86_64,
-        )
-        .map_err(|e| SandboxError::Seccomp(e.to_string()))?;
-        let bpf: BpfProgram = filter
-            .try_into()
-            .map_err(|e: seccompiler::BackendError| SandboxError::Seccomp(e.to_string()))?;
-        bodies.push((abi.audit, strip_arch_check(bpf)?));
-    }
-    let program = dispatch(&bodies);
-    if program.len() > BPF_MAXINSNS {
-        return Err(SandboxError::Seccomp(format!(
-            "the compiled filter has {} instructions, more than the kernel's {BPF_MAXINSNS}",
-            program.len()
-        )));
-    }
-    Ok(program)
-}
-
-/// seccompiler's rule chains for `rules` under one ABI: syscall number → rules, where an empty
-/// list matches the call whatever its arguments.
-fn chains(abi: &Abi, rules: &[&LinuxSyscall]) -> Result<BTreeMap<i64, Vec<SeccompRule>>> {
-    let mut conditional: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
-    let mut unconditional = std::collections::BTreeSet::new();
-    for rule in rules {
-        let conditions = conditions(abi, rule.args().as_deref().unwrap_or_default())?;
-        for name in rule.names() {
-            let Some(nr) = syscall_number(abi.table, name) else {
-                continue; // unknown on this ABI: skipped, as libseccomp does
-            };
-            let nr = i64::from(nr);
-            if conditions.is_empty() {
-                unconditional.insert(nr);
-            } else {
-                let rule = SeccompRule::new(conditions.clone())
-                    .map_err(|e| SandboxError::Seccomp(e.to_string()))?;
-                conditional.entry(nr).or_default().push(rule);
-            }
-        }
-    }
-    for nr in unconditional {
-        conditional.insert(nr, Vec::new());
-    }
-    Ok(conditional)
-}
-
 /// The conditions of one OCI rule (all must hold).
-fn conditions(abi: &Abi, args: &[LinuxSeccompArg]) -> Result<Vec<SeccompCondition>> {
+fn conditions(args: &[LinuxSeccompArg]) -> Result<Vec<bpf::Cond>> {
     args.iter()
         .map(|arg| {
             let index = u8::try_from(arg.index())
@@ -530,89 +467,26 @@ fn conditions(abi: &Abi, args: &[LinuxSeccompArg]) -> Result<Vec<SeccompConditio
                 .ok_or_else(|| {
                     SandboxError::Seccomp(format!("argument index {} is over 5", arg.index()))
                 })?;
-            let (op, value) = match arg.op() {
-                LinuxSeccompOperator::ScmpCmpNe => (SeccompCmpOp::Ne, arg.value()),
-                LinuxSeccompOperator::ScmpCmpLt => (SeccompCmpOp::Lt, arg.value()),
-                LinuxSeccompOperator::ScmpCmpLe => (SeccompCmpOp::Le, arg.value()),
-                LinuxSeccompOperator::ScmpCmpEq => (SeccompCmpOp::Eq, arg.value()),
-                LinuxSeccompOperator::ScmpCmpGe => (SeccompCmpOp::Ge, arg.value()),
-                LinuxSeccompOperator::ScmpCmpGt => (SeccompCmpOp::Gt, arg.value()),
+            let v = arg.value();
+            let cmp = match arg.op() {
+                LinuxSeccompOperator::ScmpCmpNe => bpf::Cmp::Ne(v),
+                LinuxSeccompOperator::ScmpCmpLt => bpf::Cmp::Lt(v),
+                LinuxSeccompOperator::ScmpCmpLe => bpf::Cmp::Le(v),
+                LinuxSeccompOperator::ScmpCmpEq => bpf::Cmp::Eq(v),
+                LinuxSeccompOperator::ScmpCmpGe => bpf::Cmp::Ge(v),
+                LinuxSeccompOperator::ScmpCmpGt => bpf::Cmp::Gt(v),
                 // libseccomp: (arg & value) == valueTwo.
-                LinuxSeccompOperator::ScmpCmpMaskedEq => (
-                    SeccompCmpOp::MaskedEq(arg.value()),
-                    arg.value_two().unwrap_or(0),
-                ),
+                LinuxSeccompOperator::ScmpCmpMaskedEq => bpf::Cmp::MaskedEq {
+                    mask: v,
+                    value: arg.value_two().unwrap_or(0),
+                },
             };
-            let len = match abi.arg_len {
-                ArgLen::Qword => SeccompCmpArgLen::Qword,
-                ArgLen::Dword => SeccompCmpArgLen::Dword,
-            };
-            SeccompCondition::new(index, len, op, value)
-                .map_err(|e| SandboxError::Seccomp(e.to_string()))
+            Ok(bpf::Cond { index, cmp })
         })
         .collect()
 }
 
-const BPF_LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
-const BPF_JMP_JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
-const BPF_JMP_JA: u16 = (libc::BPF_JMP | libc::BPF_JA) as u16;
-const BPF_RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
-/// `offsetof(struct seccomp_data, arch)`.
-const SECCOMP_DATA_ARCH: u32 = 4;
-
-fn stmt(code: u16, k: u32) -> sock_filter {
-    sock_filter {
-        code,
-        jt: 0,
-        jf: 0,
-        k,
-    }
-}
-
-fn jump(code: u16, k: u32, jt: u8, jf: u8) -> sock_filter {
-    sock_filter { code, jt, jf, k }
-}
-
-/// Drop seccompiler's 3-instruction architecture check (load arch, compare, kill) from a
-/// program: [`dispatch`] does that check for every ABI at once. The rest of the program jumps
-/// only forward and relative to itself, so it can be moved.
-fn strip_arch_check(mut program: BpfProgram) -> Result<BpfProgram> {
-    let expected = [
-        stmt(BPF_LD_W_ABS, SECCOMP_DATA_ARCH),
-        jump(BPF_JMP_JEQ_K, AUDIT_ARCH_X86_64, 1, 0),
-        stmt(BPF_RET_K, libc::SECCOMP_RET_KILL_PROCESS),
-    ];
-    if program.len() < 3 || program[..3] != expected {
-        return Err(SandboxError::Seccomp(
-            "seccompiler's program does not start with the expected architecture check".into(),
-        ));
-    }
-    program.drain(..3);
-    Ok(program)
-}
-
-/// `load arch; for each ABI: if arch == audit goto body; kill process; bodies...`.
-fn dispatch(bodies: &[(u32, BpfProgram)]) -> BpfProgram {
-    let header_len = 1 + 2 * bodies.len() + 1;
-    let mut out =
-        Vec::with_capacity(header_len + bodies.iter().map(|(_, b)| b.len()).sum::<usize>());
-    out.push(stmt(BPF_LD_W_ABS, SECCOMP_DATA_ARCH));
-    let mut body_start = header_len;
-    for (i, (audit, body)) in bodies.iter().enumerate() {
-        out.push(jump(BPF_JMP_JEQ_K, *audit, 0, 1));
-        // The `ja` sits at index 2 + 2i; its target is relative to the next instruction.
-        let ja_index = 2 + 2 * i;
-        // Programs are at most BPF_MAXINSNS long (checked by the caller), so this fits.
-        let offset = u32::try_from(body_start - (ja_index + 1)).unwrap_or(u32::MAX);
-        out.push(stmt(BPF_JMP_JA, offset));
-        body_start += body.len();
-    }
-    out.push(stmt(BPF_RET_K, libc::SECCOMP_RET_KILL_PROCESS));
-    for (_, body) in bodies {
-        out.extend_from_slice(body);
-    }
-    out
-}
+mod bpf;
 
 #[cfg(test)]
 mod tests;

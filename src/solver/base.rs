@@ -1,12 +1,21 @@
 //! FROM: the starting state of a stage — `scratch`, an earlier stage, or an image from the store
 //! (pulled when missing).
+//!
+//! ONBUILD triggers of a base image run right after its FROM, as BuildKit does
+//! (`dockerfile2llb` `initOnBuildTriggers`; Dockerfile reference "ONBUILD"): the triggers are
+//! parsed with the frontend and run as steps of the stage, in order, with the build's args;
+//! `ONBUILD ONBUILD`, `FROM` and `MAINTAINER` triggers are errors; the new image's `OnBuild` is
+//! cleared. A trigger's failure is reported at the FROM line, naming the trigger. A stage
+//! built `FROM` another stage of the same file inherits that stage's `OnBuild` list without
+//! running it (BuildKit reads triggers from the base's config before that stage's own ONBUILD
+//! instructions are dispatched).
 
 use std::collections::BTreeMap;
 
 use super::stage::{DEFAULT_PATH, StageState};
-use super::steps::{StepEnv, StepError};
+use super::steps::{BoxError, StepEnv, StepError, StepPlace};
 use crate::image::{ImageConfig, ImageRef, Platform, RootFs};
-use crate::progress::Event;
+use crate::progress::{Event, StepId};
 use crate::registry::{self, NoopObserver};
 
 /// The starting state of `stage`.
@@ -37,7 +46,9 @@ pub fn resolve(
                 reference: reference.clone(),
                 source: e.into(),
             })?;
-            image_state(env, &r, created)?
+            let mut state = image_state(env, &r, created)?;
+            run_triggers(env, &mut state, &r, done)?;
+            state
         }
     };
     state.created = created.to_owned();
@@ -64,20 +75,79 @@ pub fn image_state(
             })?
         }
     };
-    if image
-        .config
-        .config
-        .on_build
-        .as_ref()
-        .is_some_and(|t| !t.is_empty())
-    {
-        return Err(StepError::Unsupported("base images with ONBUILD triggers"));
-    }
     Ok(StageState::new(
         image.config,
         image.manifest.layers,
         created.to_owned(),
     ))
+}
+
+/// Run the base image's ONBUILD triggers on `state` (then cleared from its config).
+fn run_triggers(
+    env: &StepEnv<'_>,
+    state: &mut StageState,
+    r: &ImageRef,
+    done: &BTreeMap<usize, StageState>,
+) -> Result<(), StepError> {
+    let Some(triggers) = state.config.config.on_build.take() else {
+        return Ok(());
+    };
+    if triggers.is_empty() {
+        return Ok(());
+    }
+    let failed = |trigger: &str, source: BoxError| StepError::BaseImage {
+        reference: format!("{} (ONBUILD {trigger})", r.familiar()),
+        source,
+    };
+    for trigger in &triggers {
+        let keyword = trigger
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_ascii_uppercase();
+        let refused = match keyword.as_str() {
+            "ONBUILD" => Some("chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".to_owned()),
+            "FROM" | "MAINTAINER" => Some(format!("{keyword} isn't allowed as an ONBUILD trigger")),
+            _ => None,
+        };
+        if let Some(message) = refused {
+            return Err(failed(trigger, message.into()));
+        }
+    }
+    // One trigger per line after a FROM, so the frontend plans them as a stage's steps.
+    let mut text = "FROM scratch\n".to_owned();
+    for t in &triggers {
+        text.push_str(t);
+        text.push('\n');
+    }
+    let all = triggers.join("; ");
+    let one_line = |d: &frontend::Diagnostics| {
+        d.iter()
+            .map(|d| d.one_line("ONBUILD", &text))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let df = frontend::parse(&text).map_err(|d| failed(&all, one_line(&d).into()))?;
+    let opts = frontend::PlanOptions {
+        build_args: env.build_args.clone(),
+        target: None,
+        automatic_args: super::automatic_args(),
+    };
+    let plan = frontend::plan(&df, &opts).map_err(|d| failed(&all, one_line(&d).into()))?;
+    let place = StepPlace {
+        // Output of a trigger's RUN belongs to the FROM step.
+        id: StepId {
+            stage: String::new(),
+            index: 0,
+            total: 0,
+        },
+        stages: done,
+    };
+    for step in &plan.target_stage().steps {
+        super::steps::run(env, state, step, &place)
+            .map_err(|e| failed(&step.original, e.into()))?;
+    }
+    Ok(())
 }
 
 /// `FROM --platform=P`: only the native platform can be built until cross-building exists.

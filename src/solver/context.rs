@@ -22,8 +22,18 @@
 //! entries) when it leads to an included one. Rules are matched against real context paths:
 //! a symlink is kept or left out by its own path, and resolving through it checks its target.
 //!
+//! # Other sources
+//!
+//! [`stdin`] turns `kiln build -` input into a context directory (a tar, plain or compressed) or
+//! a Dockerfile; [`named`] parses `--build-context NAME=SOURCE`.
+//!
 //! Not responsible for: the matching rules themselves (`frontend::dockerignore`), deciding
 //! layer layout (COPY does).
+
+pub mod named;
+pub mod stdin;
+
+pub use named::NamedContext;
 
 use std::ffi::OsString;
 use std::fs::Metadata;
@@ -63,6 +73,13 @@ pub enum ContextError {
     },
     #[error("{path} is not valid UTF-8")]
     IgnoreFileNotUtf8 { path: PathBuf },
+    /// A context archive on stdin that cannot be extracted.
+    #[error("extracting the build context from stdin")]
+    Archive(#[source] Box<snapshotter::apply::ApplyError>),
+    #[error("stdin is neither a tar archive nor a UTF-8 Dockerfile")]
+    StdinNotUtf8,
+    #[error("invalid --build-context `{value}`: {reason}")]
+    InvalidNamedContext { value: String, reason: String },
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }

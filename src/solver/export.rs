@@ -1,5 +1,14 @@
-//! Export: write a finished stage's image config and OCI manifest into the store and point the
-//! requested names at it.
+//! Export: write a finished stage's image config and OCI manifest into the store (the names
+//! are set by the caller, other outputs are written from the stored image by `output`).
+//!
+//! `--label K=V` values are added to the target image's `Labels` last, over the Dockerfile's
+//! LABELs, without a history entry: BuildKit's `dockerfile2llb` sets `opt.Labels` on the target
+//! stage's image after every instruction ran (`toDispatchState`).
+//!
+//! Not responsible for: archives, local outputs and metadata files (`output`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use snapshotter::Digest;
 
@@ -8,10 +17,21 @@ use crate::solver::stage::StageState;
 use crate::store::{Store, StoreError};
 
 /// Store config and manifest; returns the manifest's descriptor and the image ID (the config's
-/// digest).
-pub fn export(store: &Store, stage: &StageState) -> Result<(Descriptor, Digest), StoreError> {
+/// digest). `labels` (`--label`) are added to the config's labels, replacing the same keys.
+pub fn export(
+    store: &Store,
+    stage: &StageState,
+    labels: &BTreeMap<String, String>,
+) -> Result<(Descriptor, Digest), StoreError> {
     let mut image_config = stage.config.clone();
     image_config.created = Some(stage.created.clone());
+    if !labels.is_empty() {
+        image_config
+            .config
+            .labels
+            .get_or_insert_with(BTreeMap::new)
+            .extend(labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
     let config = store.put_json(media_type::OCI_CONFIG, &image_config)?;
     let manifest = Manifest {
         schema_version: 2,
@@ -27,4 +47,12 @@ pub fn export(store: &Store, stage: &StageState) -> Result<(Descriptor, Digest),
         store.put_json(media_type::OCI_MANIFEST, &manifest)?,
         image_id,
     ))
+}
+
+/// A directory under the store for a build's temporary trees (a tar context from stdin, the
+/// tree of a `type=tar` output): on the store's filesystem, never shared with other stores.
+/// Each user makes its own temp dir inside and removes it when done.
+// The store layout (`store/layout.rs`) should own this path; it lives here until it does.
+pub fn scratch_dir(store: &Store) -> PathBuf {
+    store.root().join("tmp")
 }

@@ -15,6 +15,7 @@ pub mod base;
 pub mod context;
 pub mod export;
 pub mod inroot;
+pub mod output;
 pub mod rootfs;
 pub mod stage;
 pub mod steps;
@@ -58,6 +59,10 @@ pub struct BuildRequest {
     pub compression: snapshotter::layer::Compression,
     /// RUN's runtime backend, `--secret`s and `--ssh` agents.
     pub run: steps::run::RunSettings,
+    /// `--label K=V`: labels added to the target image's config (see `export`).
+    pub labels: BTreeMap<String, String>,
+    /// `--build-context NAME=SOURCE`: named contexts, by `context::named::lookup_key`.
+    pub named_contexts: BTreeMap<String, context::NamedContext>,
 }
 
 /// What a build produced.
@@ -100,7 +105,8 @@ pub fn build(
         target: req.target.clone(),
         automatic_args: automatic_args(),
     };
-    let plan = frontend::plan(&df, &opts).map_err(BuildError::Dockerfile)?;
+    let mut plan = frontend::plan(&df, &opts).map_err(BuildError::Dockerfile)?;
+    context::named::resolve_in_plan(&mut plan, &req.named_contexts)?;
     let ctx = Context::open(&req.context)?.apply_dockerignore(req.dockerfile_path.as_deref())?;
     // Blobs referenced by this build but not yet by a name must not be collected meanwhile.
     let _lease = store.lease()?;
@@ -163,7 +169,7 @@ pub fn build(
     let final_state = done
         .remove(&plan.target_stage().id.0)
         .expect("the target stage was built");
-    let (manifest, image_id) = export::export(store, &final_state)?;
+    let (manifest, image_id) = export::export(store, &final_state, &req.labels)?;
     reporter.event(Event::Exported {
         image_id: image_id.to_string(),
         manifest: manifest.digest.to_string(),
@@ -190,11 +196,21 @@ fn reported<T>(
         step: step.clone(),
         text: text.to_owned(),
     });
-    let out = run().map_err(|source| BuildError::Step {
-        span,
-        instruction: text.to_owned(),
-        source,
-    })?;
+    let out = match run() {
+        Ok(out) => out,
+        Err(source) => {
+            reporter.event(Event::StepFailed {
+                step,
+                elapsed: started.elapsed(),
+                error: source.to_string(),
+            });
+            return Err(BuildError::Step {
+                span,
+                instruction: text.to_owned(),
+                source,
+            });
+        }
+    };
     reporter.event(Event::StepFinished {
         step,
         elapsed: started.elapsed(),

@@ -136,6 +136,8 @@ impl Snapshots {
         if let Some(sn) = self.opened.get() {
             return Ok(sn);
         }
+        // Mounts left by a kiln process that was killed mid-step.
+        snapshotter::snapshot::sweep_stale_mounts(&self.mounts)?;
         let sn = snapshotter::snapshot::open(&self.dir, self.driver).map_err(|source| {
             RootfsError::Open {
                 path: self.dir.clone(),
@@ -249,11 +251,14 @@ pub fn ensure_chain(
             diff_id: Some(diff_ids[i]),
             digest: Some(BlobDigest(layer.digest)),
         };
-        apply(blob, target, expect, &ApplyOptions::new(whiteouts)).map_err(|e| {
-            RootfsError::Apply {
-                digest: layer.digest,
-                source: Box::new(e),
-            }
+        // The commit below flushes the snapshot's files; a whole-filesystem sync is not needed.
+        let options = ApplyOptions {
+            durability: snapshotter::apply::Durability::NoSync,
+            ..ApplyOptions::new(whiteouts)
+        };
+        apply(blob, target, expect, &options).map_err(|e| RootfsError::Apply {
+            digest: layer.digest,
+            source: Box::new(e),
         })?;
         parent = Some(commit_or_reuse(
             sn,
@@ -304,12 +309,8 @@ pub fn file_step<E: From<RootfsError>>(
     };
     let touched = match sn.driver() {
         StorageDriver::Overlay => {
-            fs_err::create_dir_all(mount_parent)
-                .map_err(|e| E::from(RootfsError::Mountpoint(e)))?;
-            let mountpoint = tempfile::Builder::new()
-                .prefix("rootfs-")
-                .tempdir_in(mount_parent)
-                .map_err(|e| E::from(RootfsError::Mountpoint(e)))?;
+            let mountpoint = snapshotter::snapshot::mountpoint_in(mount_parent)
+                .map_err(|e| E::from(RootfsError::from(e)))?;
             let mounted = active
                 .mounts()
                 .mount_at(mountpoint.path())
@@ -374,7 +375,7 @@ pub struct MountedView<'a> {
     sn: &'a LocalSnapshotter,
     key: ActiveKey,
     mounted: bool,
-    _dir: Option<tempfile::TempDir>,
+    _dir: Option<snapshotter::snapshot::TempMountpoint>,
     path: std::path::PathBuf,
 }
 
@@ -402,11 +403,7 @@ pub fn mount_view<'a>(
 ) -> Result<MountedView<'a>> {
     let view = sn.view(unique_key("view")?, name)?;
     let key = view.key().clone();
-    fs_err::create_dir_all(mount_parent).map_err(RootfsError::Mountpoint)?;
-    let dir = tempfile::Builder::new()
-        .prefix("view-")
-        .tempdir_in(mount_parent)
-        .map_err(RootfsError::Mountpoint)?;
+    let dir = snapshotter::snapshot::mountpoint_in(mount_parent)?;
     match view.mounts().mount_at(dir.path()) {
         // Unmounted by the view's drop.
         Ok(m) => drop(m.leak()),
@@ -450,10 +447,8 @@ pub fn process_step<E: From<RootfsError>>(
     fs_err::create_dir_all(mount_parent).map_err(|e| E::from(RootfsError::Mountpoint(e)))?;
     match sn.driver() {
         StorageDriver::Overlay => {
-            let mountpoint = tempfile::Builder::new()
-                .prefix("rootfs-")
-                .tempdir_in(mount_parent)
-                .map_err(|e| E::from(RootfsError::Mountpoint(e)))?;
+            let mountpoint = snapshotter::snapshot::mountpoint_in(mount_parent)
+                .map_err(|e| E::from(RootfsError::from(e)))?;
             let mounted = active
                 .mounts()
                 .mount_at(mountpoint.path())

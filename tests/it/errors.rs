@@ -110,7 +110,7 @@ fn unknown_instruction_is_reported_with_location_and_suggestion() {
 
 #[test]
 fn unsupported_run_is_a_clear_error_not_a_silent_skip() {
-    let ctx = build_dir("FROM scratch\nRUN echo hi\n");
+    let ctx = build_dir("FROM scratch\nRUN --security=insecure echo hi\n");
     let root = harness::tempdir();
     let out = kiln(
         root.path(),
@@ -118,7 +118,26 @@ fn unsupported_run_is_a_clear_error_not_a_silent_skip() {
     )
     .fails_with(1);
     assert!(
-        out.stderr.contains("not supported yet") && out.stderr.contains("--> Dockerfile:2:1"),
+        out.stderr.contains("--security=insecure is not supported")
+            && out.stderr.contains("--> Dockerfile:2:1"),
+        "{}",
+        out.stderr
+    );
+    assert_store_untouched(root.path());
+}
+
+#[test]
+fn run_without_a_shell_names_the_missing_program() {
+    let ctx = build_dir("FROM scratch\nRUN echo hi\n");
+    let root = harness::tempdir();
+    skip_unless!(harness::root_required());
+    let out = kiln(
+        root.path(),
+        &["build", "-t", "x", ctx.path().to_str().unwrap()],
+    )
+    .fails_with(1);
+    assert!(
+        out.stderr.contains("\"/bin/sh\"") && out.stderr.contains("--> Dockerfile:2:1"),
         "{}",
         out.stderr
     );

@@ -2,7 +2,10 @@
 //! harness (local registry, fixtures) is built once.
 
 mod build_call;
+mod build_copy_add;
 mod build_options;
+mod build_outputs;
+mod build_progress;
 mod build_run;
 mod build_scratch;
 mod dockerignore;

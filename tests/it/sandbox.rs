@@ -1051,17 +1051,17 @@ fn the_solvers_spec_is_as_confined_as_dockers_default() {
         unshare -U true 2>&1 | grep -q 'not permitted' && echo unshare-eperm; \
         echo escaped > /../../../escaped-by-kiln-test; \
         grep -E '^(CapEff|Seccomp):' /proc/self/status";
-    let s = built_spec(
-        fs.path(),
-        script,
-        &id,
-        sandbox::spec::CgroupNamespace::Host,
-    );
+    let s = built_spec(fs.path(), script, &id, sandbox::spec::CgroupNamespace::Host);
     let out = run_with_id(&s, &id);
     assert_eq!(out.status, ExitStatus::Code(0), "{out:?}");
     let lines: Vec<&str> = out.stdout.lines().collect();
     // sh, ls's subshell and the init: a handful, never the host's hundreds.
-    let procs: usize = lines[0].strip_prefix("procs=").unwrap().trim().parse().unwrap();
+    let procs: usize = lines[0]
+        .strip_prefix("procs=")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert!(procs <= 5, "{}", out.stdout);
     for expected in [
         "insmod-eperm",
@@ -1119,7 +1119,13 @@ fn a_fork_bomb_is_contained_by_the_pids_limit() {
     let burst = "sh -c 'i=0; while [ $i -lt 150 ]; do sleep 30 & i=$((i+1)); done' 2>/dev/null; \
                  exec sleep 5";
     let seen = pids_seen_under_the_limit(fs.path(), "it-burst", burst);
-    assert!((50..=64).contains(&seen), "150 forks under pids.max=64: {seen}");
+    assert!(
+        (50..=64).contains(&seen),
+        "150 forks under pids.max=64: {seen}"
+    );
     let seen = pids_seen_under_the_limit(fs.path(), "it-bomb", "b() { b | b & }; b");
-    assert!((1..=64).contains(&seen), "fork bomb under pids.max=64: {seen}");
+    assert!(
+        (1..=64).contains(&seen),
+        "fork bomb under pids.max=64: {seen}"
+    );
 }

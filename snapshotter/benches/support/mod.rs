@@ -7,20 +7,20 @@
 #![allow(dead_code)]
 
 use fs_err as fs;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use snapshotter::compress::{EncodeOptions, EncodedLayer, MemberIndex, PreviousBlob};
-use snapshotter::layer::{Compression, Entry, EntryKind, LayerPath, LayerWriter};
+use snapshotter::layer::{
+    Compression, Entry, EntryKind, FileIdentity, FileSource, LayerPath, LayerWriter,
+};
 
 /// Bump when the generated tree changes, so a cached tree is regenerated.
 const TREE_VERSION: &str = "kiln-export-bench-tree-v1";
 pub const SMALL_FILES: usize = 20_000;
 pub const SMALL_DIRS: usize = 100;
 pub const LARGE_FILE: usize = 50_000_000;
-/// The small file changed by [`Change::OneSmallFile`] (one in the middle of the layer).
-pub const CHANGED_FILE: &str = "small/d050/f10000.txt";
 
 /// splitmix64.
 struct Rng(u64);
@@ -133,26 +133,53 @@ pub fn generate(root: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Whether the export sees the tree as generated or with one small file changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Change {
-    None,
-    /// [`CHANGED_FILE`] with one more line (applied while reading, so the tree stays as is).
-    OneSmallFile,
+/// One small file in the middle of the layer's small files (at ~80% of the tar stream: the
+/// five large files come first).
+pub const CHANGED_FILE: &str = "small/d050/f10000.txt";
+
+/// A file of the tree with one more line appended, restored (truncated back) on drop. The
+/// restored file has its old content but a new ctime, so the next export reads it again.
+pub struct Changed {
+    path: PathBuf,
+    len: u64,
 }
 
 const EXTRA_LINE: &[u8] = b"one more line\n";
 
-/// Export `root` as a layer into `out`: walk (sorted), tar, compress, digest.
+impl Changed {
+    /// Append a line to `rel` in `root`.
+    pub fn apply(root: &Path, rel: &str) -> io::Result<Self> {
+        let path = root.join(rel);
+        let len = fs::metadata(&path)?.len();
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&path)?
+            .write_all(EXTRA_LINE)?;
+        Ok(Self { path, len })
+    }
+}
+
+impl Drop for Changed {
+    fn drop(&mut self) {
+        let restored = fs::OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .and_then(|f| f.set_len(self.len));
+        assert!(restored.is_ok(), "restoring {}", self.path.display());
+    }
+}
+
+/// Export `root` as a layer into `out`: walk (sorted), tar, compress, digest. Files go through
+/// [`LayerWriter::append_file`] with their identity, as an export from a snapshot would, so a
+/// re-export with a previous blob skips reading the unchanged ones.
 pub fn export<W: Write>(
     root: &Path,
     out: W,
     compression: Compression,
     options: EncodeOptions,
-    change: Change,
 ) -> io::Result<(W, EncodedLayer)> {
     let mut layer = LayerWriter::with_options(out, compression, options);
-    walk(root, None, &mut layer, change)?;
+    walk(root, None, &mut layer)?;
     layer.finish_encoded().map_err(io::Error::other)
 }
 
@@ -160,7 +187,6 @@ fn walk<W: Write>(
     root: &Path,
     rel: Option<&LayerPath>,
     layer: &mut LayerWriter<W>,
-    change: Change,
 ) -> io::Result<()> {
     let dir = match rel {
         Some(rel) => root.join(rel.as_str()),
@@ -190,20 +216,15 @@ fn walk<W: Write>(
         };
         if meta.is_dir() {
             layer.append(&entry, None).map_err(io::Error::other)?;
-            walk(root, Some(&path), layer, change)?;
+            walk(root, Some(&path), layer)?;
         } else if meta.is_file() {
-            let extra: &[u8] = if change == Change::OneSmallFile && path.as_str() == CHANGED_FILE {
-                EXTRA_LINE
-            } else {
-                b""
+            entry.kind = EntryKind::File { size: meta.len() };
+            let source = FileSource {
+                path: host,
+                identity: FileIdentity::of(&meta),
             };
-            entry.kind = EntryKind::File {
-                size: meta.len() + extra.len() as u64,
-            };
-            let file = BufReader::with_capacity(128 * 1024, fs::File::open(&host)?);
-            let mut content = file.chain(extra);
             layer
-                .append(&entry, Some(&mut content))
+                .append_file(&entry, &[], source)
                 .map_err(io::Error::other)?;
         } else if meta.file_type().is_symlink() {
             entry.kind = EntryKind::Symlink {
@@ -218,14 +239,8 @@ fn walk<W: Write>(
 /// Export the unchanged tree into `blob_path` and return its member index.
 pub fn export_to_file(root: &Path, blob_path: &Path, compression: Compression) -> MemberIndex {
     let file = io::BufWriter::new(fs::File::create(blob_path).expect("creating blob file"));
-    let (mut file, layer) = export(
-        root,
-        file,
-        compression,
-        EncodeOptions::default(),
-        Change::None,
-    )
-    .expect("exporting the bench tree");
+    let (mut file, layer) = export(root, file, compression, EncodeOptions::default())
+        .expect("exporting the bench tree");
     file.flush().expect("flushing blob file");
     layer.index.expect("compressed layers have an index")
 }

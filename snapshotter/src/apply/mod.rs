@@ -270,7 +270,7 @@ impl ApplyReport {
 /// Apply the layer `blob` to the directory `target` (created if missing), all or nothing.
 /// See the [module docs](self) for the guarantees.
 pub fn apply(
-    blob: impl Read,
+    blob: impl Read + Send,
     target: &Path,
     expected: ApplyExpect,
     opts: &ApplyOptions,
@@ -427,7 +427,7 @@ struct Stats {
 }
 
 fn stream_entries(
-    blob: impl Read,
+    blob: impl Read + Send,
     layer: &LayerName,
     opts: &ApplyOptions,
     unpacker: &mut Unpacker<'_>,
@@ -452,12 +452,17 @@ fn stream_entries(
         opts.limits.max_entry_metadata,
         opts.limits.max_uncompressed_size,
     );
-    let mut archive = tar::Archive::new(Budgeted::new(decoder, budget.clone()));
-    let entries = unpacker.run(&mut archive, &budget)?;
-    let (diff_id, uncompressed_size, digest, compressed_size) = archive
-        .into_inner()
-        .finish()
-        .map_err(|e| unpack::read_error(layer, &opts.limits, &budget, e))?;
+    let (entries, digests) = stream::pipelined(decoder, |pipe| {
+        let mut archive = tar::Archive::new(Budgeted::new(pipe, budget.clone()));
+        let entries = unpacker.run(&mut archive, &budget)?;
+        archive
+            .into_inner()
+            .drain()
+            .map_err(|e| unpack::read_error(layer, &opts.limits, &budget, e))?;
+        Ok::<_, ApplyError>(entries)
+    })?;
+    let (diff_id, uncompressed_size, digest, compressed_size) =
+        digests.map_err(|e| unpack::read_error(layer, &opts.limits, &budget, e))?;
     Ok((
         Stats {
             diff_id: DiffId(diff_id),

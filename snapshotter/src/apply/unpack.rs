@@ -23,6 +23,9 @@ mod meta;
 mod whiteout;
 
 use meta::{Meta, Target};
+
+/// Size of the buffer file content is copied through.
+const COPY_BUFFER: usize = 256 * 1024;
 use whiteout::WHITEOUT_PREFIX;
 
 /// Directory modes and times, applied after every entry (creating a child changes a directory's
@@ -86,6 +89,8 @@ pub(super) struct Unpacker<'a> {
     unpacked: HashSet<RelPath>,
     parent_cache: Option<(RelPath, Rc<OwnedFd>)>,
     our_ids: (u32, u32),
+    /// File content goes through this buffer (allocated once).
+    buffer: Vec<u8>,
 }
 
 impl<'a> Unpacker<'a> {
@@ -109,6 +114,7 @@ impl<'a> Unpacker<'a> {
                 rustix::process::geteuid().as_raw(),
                 rustix::process::getegid().as_raw(),
             ),
+            buffer: Vec::new(),
         }
     }
 
@@ -315,25 +321,38 @@ impl<'a> Unpacker<'a> {
         budget: &Budget,
     ) -> Result<()> {
         let dir = self.parent(parent)?;
-        self.remove_existing(dir.as_fd(), name, path)?;
-        // O_EXCL | O_NOFOLLOW: we only ever write into an inode we just created.
-        let fd = rfs::openat(
-            &*dir,
-            name,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )
+        // O_EXCL | O_NOFOLLOW: we only ever write into an inode we just created. Whatever holds
+        // the name already (a lower layer's file, a symlink, a directory) makes the create fail
+        // with EEXIST and is removed, never followed, before the one retry; in a fresh tree that
+        // saves an lstat per file.
+        let create = |dir: &OwnedFd| {
+            rfs::openat(
+                dir,
+                name,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )
+        };
+        let fd = match create(&dir) {
+            Err(Errno::EXIST) => {
+                self.remove_existing(dir.as_fd(), name, path)?;
+                create(&dir)
+            }
+            other => other,
+        }
         .map_err(self.fs("creating file", path))?;
         let mut file = std::fs::File::from(fd);
-        let mut buf = vec![0u8; 64 * 1024];
+        if self.buffer.is_empty() {
+            self.buffer = vec![0u8; COPY_BUFFER];
+        }
         loop {
-            let n = match entry.read(&mut buf) {
+            let n = match entry.read(&mut self.buffer) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(self.read_error(e, budget)),
             };
-            file.write_all(&buf[..n])
+            file.write_all(&self.buffer[..n])
                 .map_err(self.io("writing", path))?;
         }
         // chown clears setuid/setgid and security.capability: owner, then mode, then xattrs.

@@ -1,16 +1,17 @@
 //! Where members begin and end: the boundary rule of the member format (see the module docs of
 //! [`crate::compress`] for the rule in prose), applied to a tar stream given entry by entry.
 //!
-//! The [`Chunker`] also hashes the tar stream (the DiffID) as it takes bytes, because it is the
-//! one place that sees every tar byte in order, padding and end-of-archive blocks included.
+//! The `Chunker` also builds each member's key (`identity.rs`) from the entries it holds. The
+//! same rule, on lengths alone, lets a re-export find the members of entries it has not read
+//! (`entry_tar_bytes`, `ends_member`, `large_pieces`).
 
-use std::io::{self, Write as _};
 use std::mem;
 
 use sha2::{Digest as _, Sha256};
 
 use super::CompressError;
-use crate::digest::{Digest, DigestWriter};
+use super::identity::{Ident, KeyBuilder, Piece};
+use crate::digest::Digest;
 
 /// File data is cut every `SPLIT` bytes from the start of the data of a file larger than this.
 pub const SPLIT: u64 = 4 << 20;
@@ -24,6 +25,8 @@ pub const MAX_MEMBER: u64 = 4 << 20;
 /// Domain separation for the path hash (bump with the format version).
 const PATH_DOMAIN: &[u8] = b"kiln.layer.member.v1\0";
 const BLOCK: u64 = 512;
+/// The end-of-archive blocks.
+pub(crate) const END_OF_ARCHIVE: u64 = 2 * BLOCK;
 
 /// Whether an entry at `path` of `entry_tar_bytes` (headers + padded data) may end a member.
 pub fn path_fires(path: &str, entry_tar_bytes: u64) -> bool {
@@ -45,23 +48,61 @@ fn padding(data_len: u64) -> u64 {
     (BLOCK - data_len % BLOCK) % BLOCK
 }
 
+/// Tar bytes of an entry: its header blocks, data and padding.
+pub(crate) fn entry_tar_bytes(headers_len: usize, data_len: u64) -> u64 {
+    headers_len as u64 + data_len + padding(data_len)
+}
+
+/// Whether a member holding `len` tar bytes ends after a small entry that fires or not.
+pub(crate) fn ends_member(len: u64, fires: bool) -> bool {
+    len >= MAX_MEMBER || (len >= MIN_MEMBER && fires)
+}
+
+/// The members a large file's entry is cut into (each also isolated from its neighbours).
+pub(crate) fn large_pieces(data_len: u64) -> impl Iterator<Item = Piece> {
+    let count = data_len.div_ceil(SPLIT);
+    (0..count).map(move |i| Piece {
+        from: i * SPLIT,
+        to: ((i + 1) * SPLIT).min(data_len),
+        headers: i == 0,
+        padding: i + 1 == count,
+    })
+}
+
+/// Tar bytes of one piece of an entry.
+pub(crate) fn piece_tar_bytes(piece: &Piece, headers_len: usize, data_len: u64) -> u64 {
+    let headers = if piece.headers { headers_len as u64 } else { 0 };
+    let padding = if piece.padding { padding(data_len) } else { 0 };
+    headers + (piece.to - piece.from) + padding
+}
+
 struct OpenEntry {
     path: String,
+    headers: Digest,
+    ident: Ident,
     data_len: u64,
     written: u64,
+    /// Where the data held by the open member starts (large files).
+    piece_from: u64,
     large: bool,
     fires: bool,
 }
 
-/// Receives each finished member's tar bytes, in order.
-pub(crate) type Emit<'a> = &'a mut dyn FnMut(Vec<u8>) -> Result<(), CompressError>;
+/// A finished member's tar bytes and key.
+pub(crate) struct Cut {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) key: Option<Digest>,
+}
+
+/// Receives each finished member, in order.
+pub(crate) type Emit<'a> = &'a mut dyn FnMut(Cut) -> Result<(), CompressError>;
 
 /// Cuts a tar stream, given as entries, into members.
 pub(crate) struct Chunker {
     member: Vec<u8>,
     spare: Vec<Vec<u8>>,
     open: Option<OpenEntry>,
-    tar: DigestWriter<io::Sink>,
+    key: KeyBuilder,
 }
 
 impl Chunker {
@@ -70,13 +111,18 @@ impl Chunker {
             member: Vec::new(),
             spare: Vec::new(),
             open: None,
-            tar: DigestWriter::new(io::sink()),
+            key: KeyBuilder::new(),
         }
     }
 
     /// Bytes of the open member so far.
     pub(crate) fn open_member_len(&self) -> usize {
         self.member.len()
+    }
+
+    /// Whether an entry is open.
+    pub(crate) fn entry_open(&self) -> bool {
+        self.open.is_some()
     }
 
     /// Give back a member buffer for reuse (keeps allocations flat across members).
@@ -88,8 +134,6 @@ impl Chunker {
     }
 
     fn push(&mut self, bytes: &[u8]) {
-        // Writing to a sink cannot fail.
-        let _ = self.tar.write_all(bytes);
         self.member.extend_from_slice(bytes);
     }
 
@@ -108,16 +152,20 @@ impl Chunker {
             return Ok(());
         }
         let next = self.spare.pop().unwrap_or_default();
-        emit(mem::replace(&mut self.member, next))
+        let bytes = mem::replace(&mut self.member, next);
+        let key = self.key.take();
+        emit(Cut { bytes, key })
     }
 
     /// Begin an entry: `headers` are its tar header blocks (PAX extension header first, if
-    /// any), `data_len` the number of data bytes that [`Chunker::data`] will be given.
+    /// any), `data_len` the number of data bytes that [`Chunker::data`] will be given, `ident`
+    /// what stands for them in the member key.
     pub(crate) fn start_entry(
         &mut self,
         path: &str,
         headers: &[u8],
         data_len: u64,
+        ident: Ident,
         emit: Emit<'_>,
     ) -> Result<(), CompressError> {
         if let Some(open) = &self.open {
@@ -136,15 +184,52 @@ impl Chunker {
         if large {
             self.cut(emit)?;
         }
-        let entry_tar_bytes = headers.len() as u64 + data_len + padding(data_len);
-        let fires = !large && path_fires(path, entry_tar_bytes);
+        let fires = !large && path_fires(path, entry_tar_bytes(headers.len(), data_len));
         self.push(headers);
         self.open = Some(OpenEntry {
             path: path.to_owned(),
+            headers: Digest::of(headers),
+            ident,
             data_len,
             written: 0,
+            piece_from: 0,
             large,
             fires,
+        });
+        Ok(())
+    }
+
+    /// Re-open a large file's entry at `from` bytes of its data, a multiple of [`SPLIT`]: the
+    /// members before that point are already written (a re-export reused them), so the next
+    /// member starts there. `headers` are the entry's header blocks (for the member key only).
+    pub(crate) fn resume_large(
+        &mut self,
+        path: &str,
+        headers: &[u8],
+        data_len: u64,
+        from: u64,
+        ident: Ident,
+    ) -> Result<(), CompressError> {
+        if self.open.is_some()
+            || !self.member.is_empty()
+            || !is_large(data_len)
+            || from == 0
+            || from >= data_len
+            || !from.is_multiple_of(SPLIT)
+        {
+            return Err(CompressError::NoOpenEntry(
+                "resuming a large file at a point that is not a member boundary",
+            ));
+        }
+        self.open = Some(OpenEntry {
+            path: path.to_owned(),
+            headers: Digest::of(headers),
+            ident,
+            data_len,
+            written: from,
+            piece_from: from,
+            large: true,
+            fires: false,
         });
         Ok(())
     }
@@ -183,6 +268,16 @@ impl Chunker {
                 open.written = written;
             }
             if written.is_multiple_of(SPLIT) && written < data_len {
+                if let Some(open) = &mut self.open {
+                    let piece = Piece {
+                        from: open.piece_from,
+                        to: written,
+                        headers: open.piece_from == 0,
+                        padding: false,
+                    };
+                    self.key.piece(&open.headers, &open.ident, piece);
+                    open.piece_from = written;
+                }
                 self.cut(emit)?;
             }
         }
@@ -202,26 +297,31 @@ impl Chunker {
             });
         }
         self.push_zeros(padding(open.data_len));
+        let piece = Piece {
+            from: open.piece_from,
+            to: open.data_len,
+            headers: open.piece_from == 0,
+            padding: true,
+        };
+        self.key.piece(&open.headers, &open.ident, piece);
         let len = self.member.len() as u64;
-        if open.large || len >= MAX_MEMBER || (len >= MIN_MEMBER && open.fires) {
+        if open.large || ends_member(len, open.fires) {
             self.cut(emit)?;
         }
         Ok(())
     }
 
-    /// Write the end-of-archive blocks and emit the last member; returns the DiffID digest and
-    /// the size of the tar stream.
-    pub(crate) fn finish(mut self, emit: Emit<'_>) -> Result<(Digest, u64), CompressError> {
+    /// Write the end-of-archive blocks and emit the last member.
+    pub(crate) fn finish(mut self, emit: Emit<'_>) -> Result<(), CompressError> {
         if let Some(open) = &self.open {
             return Err(CompressError::EntryOpen {
                 path: "<end of archive>".to_owned(),
                 open: open.path.clone(),
             });
         }
-        self.push_zeros(2 * BLOCK);
-        self.cut(emit)?;
-        let (_, digest, len) = self.tar.finish();
-        Ok((digest, len))
+        self.push_zeros(END_OF_ARCHIVE);
+        self.key.end_of_archive();
+        self.cut(emit)
     }
 }
 
@@ -232,13 +332,14 @@ mod tests {
     /// Members (as lengths) for entries given as (path, data length).
     fn members(entries: &[(&str, u64)]) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
-        let mut emit = |m: Vec<u8>| {
-            out.push(m);
+        let mut emit = |m: Cut| {
+            out.push(m.bytes);
             Ok(())
         };
         let mut c = Chunker::new();
         for (path, len) in entries {
-            c.start_entry(path, &[1u8; 512], *len, &mut emit).unwrap();
+            c.start_entry(path, &[1u8; 512], *len, Ident::Unknown, &mut emit)
+                .unwrap();
             let data = vec![7u8; *len as usize];
             for piece in data.chunks(100_000) {
                 c.data(piece, &mut emit).unwrap();
@@ -306,15 +407,16 @@ mod tests {
 
     #[test]
     fn refuses_misuse() {
-        let mut emit = |_m: Vec<u8>| Ok(());
+        let mut emit = |_m: Cut| Ok(());
         let mut c = Chunker::new();
         assert!(matches!(
-            c.start_entry("a", &[0u8; 100], 0, &mut emit),
+            c.start_entry("a", &[0u8; 100], 0, Ident::NoContent, &mut emit),
             Err(CompressError::HeaderBlocks { .. })
         ));
-        c.start_entry("a", &[0u8; 512], 2, &mut emit).unwrap();
+        c.start_entry("a", &[0u8; 512], 2, Ident::Unknown, &mut emit)
+            .unwrap();
         assert!(matches!(
-            c.start_entry("b", &[0u8; 512], 0, &mut emit),
+            c.start_entry("b", &[0u8; 512], 0, Ident::NoContent, &mut emit),
             Err(CompressError::EntryOpen { .. })
         ));
         assert!(matches!(

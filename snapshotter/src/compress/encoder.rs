@@ -1,17 +1,31 @@
 //! [`LayerEncoder`]: takes a tar stream entry by entry, cuts it into members, compresses members
 //! on a bounded pool, and writes them in order while hashing the tar (DiffID) and the output
 //! (blob digest).
+//!
+//! With a previous blob, a re-export avoids work three ways, each proven not to change a byte:
+//! - the compressed bytes of a member whose tar bytes have the same digest are taken from the
+//!   previous blob (CRC-checked) instead of compressing again;
+//! - while every member so far equals the previous blob's member at the same position, the
+//!   DiffID and blob digest are not hashed: their SHA-256 states are taken from the previous
+//!   index after each member ([`super::sha`]), and hashing resumes from there at the first
+//!   member that differs;
+//! - entries offered with their [`FileIdentity`] are not even read while their members' keys
+//!   equal the previous members' keys at the same position (`prefix.rs`).
 
 use std::collections::VecDeque;
-use std::io::{self, Write};
+use std::io::Write;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
+use std::time::SystemTime;
 
-use super::chunker::Chunker;
+use super::chunker::{Chunker, Cut};
 use super::codec::MemberCodec;
+use super::identity::{FileIdentity, Ident};
 use super::pool::{Member, Pool, Reply, encode_member};
+use super::prefix::Prefix;
+use super::sha::Hasher;
 use super::{CompressError, Compression, FORMAT_VERSION, MemberIndex, MemberRecord, PreviousBlob};
-use crate::digest::{BlobDigest, DiffId, DigestWriter};
+use crate::digest::{BlobDigest, DiffId};
 
 /// How a layer is encoded (the bytes never depend on these options).
 #[derive(Debug)]
@@ -53,6 +67,12 @@ pub struct EncodeStats {
     pub reused_members: u64,
     /// Tar bytes held by reused members.
     pub reused_tar_bytes: u64,
+    /// Tar bytes of members taken from the previous blob without reading their entries'
+    /// content (their keys matched).
+    pub unread_tar_bytes: u64,
+    /// Tar bytes the DiffID was not hashed over: the members before the first change, whose
+    /// SHA-256 state came from the previous index.
+    pub resumed_tar_bytes: u64,
     /// Most members queued or being compressed at once (at most `2 × threads`).
     pub peak_in_flight: usize,
     /// Most tar bytes held by queued members at once (the open member excluded).
@@ -79,27 +99,41 @@ pub struct EncodedLayer {
 /// [`write_data`](Self::write_data) with exactly that many bytes, then
 /// [`end_entry`](Self::end_entry) (which adds the padding). [`finish`](Self::finish) adds the
 /// end-of-archive blocks. The caller owns tar header encoding; see [`crate::layer::LayerWriter`].
+///
+/// With a previous blob the encoder starts out *offering*: entries may be given to
+/// [`offer_entry`](Self::offer_entry) without their content instead (see there).
 pub struct LayerEncoder<W: Write> {
-    chunker: Chunker,
-    sink: Sink<W>,
+    pub(super) chunker: Chunker,
+    pub(super) sink: Sink<W>,
+    /// While offering: the members of offered entries not read yet.
+    pub(super) prefix: Option<Prefix>,
+    /// When the encoder was made: identities changed since shortly before are not trusted.
+    pub(super) started: SystemTime,
+    /// The end-of-archive blocks went out in a reused last member.
+    pub(super) ended: bool,
 }
 
-struct Sink<W: Write> {
+pub(super) struct Sink<W: Write> {
     compression: Compression,
     out: W,
-    blob: DigestWriter<io::Sink>,
+    /// The DiffID, over the tar bytes of the members written so far.
+    tar: Hasher,
+    /// The blob digest, over the bytes written so far.
+    blob: Hasher,
+    /// Every member so far equals the previous blob's member at the same position.
+    chain: bool,
     threads: usize,
     window: usize,
     pool: Option<Pool>,
     pending: VecDeque<(Reply, u64)>,
     in_flight_bytes: u64,
-    previous: Option<Arc<PreviousBlob>>,
+    pub(super) previous: Option<Arc<PreviousBlob>>,
     inline: Option<MemberCodec>,
     finishing: bool,
     records: Vec<MemberRecord>,
     spare_outputs: Vec<Vec<u8>>,
     returned_inputs: Vec<Vec<u8>>,
-    stats: EncodeStats,
+    pub(super) stats: EncodeStats,
 }
 
 impl<W: Write> LayerEncoder<W> {
@@ -114,12 +148,18 @@ impl<W: Write> LayerEncoder<W> {
             .previous
             .filter(|p| p.compression() == compression && compression != Compression::Uncompressed)
             .map(Arc::new);
+        let prefix = previous
+            .as_ref()
+            .filter(|p| p.members() > 0)
+            .map(|_| Prefix::new());
         Self {
             chunker: Chunker::new(),
             sink: Sink {
                 compression,
                 out,
-                blob: DigestWriter::new(io::sink()),
+                tar: Hasher::new(),
+                blob: Hasher::new(),
+                chain: previous.is_some(),
                 threads,
                 window: 2 * threads,
                 pool: None,
@@ -133,6 +173,9 @@ impl<W: Write> LayerEncoder<W> {
                 returned_inputs: Vec::new(),
                 stats: EncodeStats::default(),
             },
+            prefix,
+            started: SystemTime::now(),
+            ended: false,
         }
     }
 
@@ -142,20 +185,64 @@ impl<W: Write> LayerEncoder<W> {
         }
     }
 
+    /// Leave the offering state before an entry is written normally.
+    fn stop_offering_for(&mut self, action: &'static str) -> Result<(), CompressError> {
+        match self.prefix.take() {
+            Some(prefix) if prefix.pending() > 0 => {
+                let pending = prefix.pending();
+                self.prefix = Some(prefix);
+                Err(CompressError::EntriesHeld { pending, action })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Begin an entry: `headers` are its tar header blocks (a PAX extended header first, if
     /// any; whole 512-byte blocks), `path` its path in the layer (used by the boundary rule).
+    /// Its content has no identity: the members it lands in get no key.
     pub fn start_entry(
         &mut self,
         path: &str,
         headers: &[u8],
         data_len: u64,
     ) -> Result<(), CompressError> {
+        self.start_entry_identified(path, headers, data_len, None)
+    }
+
+    /// Like [`start_entry`](Self::start_entry), for content whose [`FileIdentity`] is known:
+    /// the members it lands in get a key, so that a later re-export can skip reading them.
+    pub fn start_entry_identified(
+        &mut self,
+        path: &str,
+        headers: &[u8],
+        data_len: u64,
+        identity: Option<&FileIdentity>,
+    ) -> Result<(), CompressError> {
+        self.stop_offering_for("writing an entry")?;
+        let ident = Ident::resolve(data_len, identity, self.started);
         let sink = &mut self.sink;
         let result = self
             .chunker
-            .start_entry(path, headers, data_len, &mut |m| sink.accept(m));
+            .start_entry(path, headers, data_len, ident, &mut |m| sink.accept(m));
         self.recycle();
         result
+    }
+
+    /// Re-open a large file's entry at `from` bytes of its data, after
+    /// [`Offer::Replay`](super::Offer::Replay) asked for it: write its data from `from` on,
+    /// then [`end_entry`](Self::end_entry).
+    pub fn resume_entry(
+        &mut self,
+        path: &str,
+        headers: &[u8],
+        data_len: u64,
+        from: u64,
+        identity: Option<&FileIdentity>,
+    ) -> Result<(), CompressError> {
+        self.stop_offering_for("resuming an entry")?;
+        let ident = Ident::resolve(data_len, identity, self.started);
+        self.chunker
+            .resume_large(path, headers, data_len, from, ident)
     }
 
     /// Data of the open entry, in order.
@@ -180,17 +267,34 @@ impl<W: Write> LayerEncoder<W> {
     }
 
     /// End the archive, wait for every member, and return the output and the layer's digests.
-    pub fn finish(self) -> Result<(W, EncodedLayer), CompressError> {
-        let LayerEncoder { chunker, mut sink } = self;
+    ///
+    /// While offering, call [`offer_end`](Self::offer_end) first.
+    pub fn finish(mut self) -> Result<(W, EncodedLayer), CompressError> {
+        self.stop_offering_for("finishing the layer")?;
+        let LayerEncoder {
+            chunker,
+            mut sink,
+            ended,
+            ..
+        } = self;
         sink.finishing = true;
-        let (diff_id, uncompressed_size) = chunker.finish(&mut |m| sink.accept(m))?;
+        if !ended {
+            chunker.finish(&mut |m| sink.accept(m))?;
+        } else if chunker.entry_open() || chunker.open_member_len() > 0 {
+            return Err(CompressError::EntryOpen {
+                path: "<end of archive>".to_owned(),
+                open: "<an entry after the end of the archive>".to_owned(),
+            });
+        }
         while !sink.pending.is_empty() {
             sink.write_oldest()?;
         }
         drop(sink.pool.take());
         sink.out.flush().map_err(CompressError::Write)?;
-        let diff_id = DiffId(diff_id);
-        let (_, blob_digest, size) = sink.blob.finish();
+        let uncompressed_size = sink.tar.len();
+        let diff_id = DiffId(sink.tar.finish());
+        let size = sink.blob.len();
+        let blob_digest = sink.blob.finish();
         let (digest, index) = match sink.compression {
             Compression::Uncompressed => (BlobDigest(diff_id.0), None),
             compression => {
@@ -227,10 +331,12 @@ impl<W: Write> LayerEncoder<W> {
 
 impl<W: Write> Sink<W> {
     /// Take one member's tar bytes from the chunker.
-    fn accept(&mut self, input: Vec<u8>) -> Result<(), CompressError> {
+    fn accept(&mut self, cut: Cut) -> Result<(), CompressError> {
+        let Cut { bytes: input, key } = cut;
         if self.compression == Compression::Uncompressed {
             // The tar bytes are the blob: no members, and the DiffID is the blob digest.
             self.out.write_all(&input).map_err(CompressError::Write)?;
+            self.tar.update(&input);
             self.stats.members += 1;
             self.returned_inputs.push(input);
             return Ok(());
@@ -254,6 +360,7 @@ impl<W: Write> Sink<W> {
                 self.previous.as_deref(),
                 input,
                 output,
+                key,
             )?;
             return self.write_member(member);
         }
@@ -279,7 +386,7 @@ impl<W: Write> Sink<W> {
             )?),
         };
         let tar_bytes = input.len() as u64;
-        let reply = pool.submit(input, output)?;
+        let reply = pool.submit(input, output, key)?;
         self.pending.push_back((reply, tar_bytes));
         self.in_flight_bytes += tar_bytes;
         self.stats.peak_in_flight = self.stats.peak_in_flight.max(self.pending.len());
@@ -303,20 +410,61 @@ impl<W: Write> Sink<W> {
         self.write_member(result?)
     }
 
+    /// The previous blob's record at this member's position, if this member and every one
+    /// before it equal the previous blob's: then the hash states after it are the recorded ones.
+    fn chained(
+        &self,
+        tar_digest: &crate::Digest,
+        tar_size: u64,
+        size: u64,
+        crc32: u32,
+    ) -> Option<MemberRecord> {
+        if !self.chain {
+            return None;
+        }
+        let record = *self.previous.as_ref()?.record(self.records.len())?;
+        let same = record.tar_digest == *tar_digest
+            && record.tar_size == tar_size
+            && record.size == size
+            && record.crc32 == crc32
+            && record.offset == self.blob.len()
+            && record.tar_state?.len == self.tar.len() + tar_size
+            && record.blob_state?.len == self.blob.len() + size;
+        same.then_some(record)
+    }
+
     fn write_member(&mut self, member: Member) -> Result<(), CompressError> {
         self.out
             .write_all(&member.output)
             .map_err(CompressError::Write)?;
-        let offset = self.blob.written();
-        // Writing to a sink cannot fail.
-        let _ = self.blob.write_all(&member.output);
+        let offset = self.blob.len();
         let tar_size = member.input.len() as u64;
+        let size = member.output.len() as u64;
+        match self.chained(&member.tar_digest, tar_size, size, member.crc32) {
+            Some(MemberRecord {
+                tar_state: Some(tar_state),
+                blob_state: Some(blob_state),
+                ..
+            }) => {
+                self.tar = Hasher::resume(&tar_state);
+                self.blob = Hasher::resume(&blob_state);
+                self.stats.resumed_tar_bytes += tar_size;
+            }
+            _ => {
+                self.chain = false;
+                self.tar.update(&member.input);
+                self.blob.update(&member.output);
+            }
+        }
         self.records.push(MemberRecord {
             tar_digest: member.tar_digest,
             tar_size,
             offset,
-            size: member.output.len() as u64,
+            size,
             crc32: member.crc32,
+            key: member.key,
+            tar_state: Some(self.tar.midstate()),
+            blob_state: Some(self.blob.midstate()),
         });
         self.stats.members += 1;
         if member.reused {
@@ -328,5 +476,46 @@ impl<W: Write> Sink<W> {
             self.spare_outputs.push(member.output);
         }
         Ok(())
+    }
+
+    /// Write the previous blob's `k`-th member as this layer's next member without its tar
+    /// bytes (a re-export whose entries' keys matched): `false`, with nothing written, when the
+    /// member is not the next one of an unbroken chain or its bytes fail their CRC check.
+    pub(super) fn reuse_record(&mut self, k: usize) -> Result<bool, CompressError> {
+        let Some(previous) = self.previous.clone() else {
+            return Ok(false);
+        };
+        let Some(record) = previous.record(k).copied() else {
+            return Ok(false);
+        };
+        let (Some(tar_state), Some(blob_state)) = (record.tar_state, record.blob_state) else {
+            return Ok(false);
+        };
+        if !self.chain
+            || k != self.records.len()
+            || record.offset != self.blob.len()
+            || tar_state.len != self.tar.len() + record.tar_size
+            || blob_state.len != self.blob.len() + record.size
+        {
+            return Ok(false);
+        }
+        let mut output = self.spare_outputs.pop().unwrap_or_default();
+        if previous.fetch_record(k, &mut output).is_none() {
+            self.spare_outputs.push(output);
+            return Ok(false);
+        }
+        self.out.write_all(&output).map_err(CompressError::Write)?;
+        self.tar = Hasher::resume(&tar_state);
+        self.blob = Hasher::resume(&blob_state);
+        self.records.push(record);
+        self.stats.members += 1;
+        self.stats.reused_members += 1;
+        self.stats.reused_tar_bytes += record.tar_size;
+        self.stats.unread_tar_bytes += record.tar_size;
+        self.stats.resumed_tar_bytes += record.tar_size;
+        if self.spare_outputs.len() < 2 {
+            self.spare_outputs.push(output);
+        }
+        Ok(true)
     }
 }

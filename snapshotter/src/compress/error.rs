@@ -47,4 +47,11 @@ pub enum CompressError {
     IndexInconsistent(&'static str),
     #[error("previous blob has {actual} bytes but its member index describes {indexed}")]
     PreviousSize { indexed: u64, actual: u64 },
+    #[error("an entry was offered for reuse while the encoder was not offering")]
+    NotOffering,
+    #[error("{pending} offered entries must be written (replayed) before {action}")]
+    EntriesHeld {
+        pending: usize,
+        action: &'static str,
+    },
 }

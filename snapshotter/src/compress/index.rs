@@ -22,10 +22,16 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::sha::Midstate;
 use super::{CompressError, Compression, FORMAT_VERSION};
 use crate::digest::{BlobDigest, DiffId, Digest};
 
 /// Where one member's bytes are, and what they hold.
+///
+/// The last three fields serve re-export and are absent from indexes written before them
+/// (such an index still serves the reuse of compressed bytes): `key` lets a re-export skip
+/// reading the member's files (`identity.rs`), and the two midstates let it resume the
+/// DiffID and the blob digest after the member instead of hashing everything up to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberRecord {
     /// Digest of the tar bytes the member holds.
@@ -38,13 +44,24 @@ pub struct MemberRecord {
     pub size: u64,
     /// CRC-32 (ISO-HDLC, as gzip's) of the compressed bytes, checked when they are reused.
     pub crc32: u32,
+    /// The member key (`None` when some content it holds had no trusted file identity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<Digest>,
+    /// SHA-256 state of the tar stream (DiffID) after this member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tar_state: Option<Midstate>,
+    /// SHA-256 state of the blob (blob digest) after this member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob_state: Option<Midstate>,
 }
 
 /// The members of one compressed layer blob, in blob order.
 ///
 /// Serialized (serde) as
 /// `{"format":1,"compression":"gzip","level":6,"blob":"sha256:…","diff_id":"sha256:…",
-/// "members":[{"tar_digest":"sha256:…","tar_size":…,"offset":…,"size":…,"crc32":…}]}`.
+/// "members":[{"tar_digest":"sha256:…","tar_size":…,"offset":…,"size":…,"crc32":…,
+/// "key":"sha256:…","tar_state":{…},"blob_state":{…}}]}` (a [`Midstate`] is
+/// `{"len":…,"state":"<hex>","tail":"<hex>"}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberIndex {
     /// The member format version ([`FORMAT_VERSION`]) the blob was written with.
@@ -109,6 +126,7 @@ pub struct PreviousBlob {
     path: Option<PathBuf>,
     compression: Compression,
     by_content: HashMap<(Digest, u64), MemberRecord>,
+    members: Vec<MemberRecord>,
 }
 
 impl PreviousBlob {
@@ -150,6 +168,7 @@ impl PreviousBlob {
             path: None,
             compression: index.compression,
             by_content,
+            members: index.members.clone(),
         })
     }
 
@@ -163,6 +182,16 @@ impl PreviousBlob {
         self.path.as_deref()
     }
 
+    /// The `k`-th member of the previous blob.
+    pub(crate) fn record(&self, k: usize) -> Option<&MemberRecord> {
+        self.members.get(k)
+    }
+
+    /// Number of members of the previous blob.
+    pub(crate) fn members(&self) -> usize {
+        self.members.len()
+    }
+
     /// The compressed bytes of a member holding exactly the tar bytes `tar_digest`/`tar_size`,
     /// read into `out` and checked against their recorded CRC-32 (returned). `None` when there
     /// is no such member or its bytes cannot be read or do not match.
@@ -173,10 +202,19 @@ impl PreviousBlob {
         out: &mut Vec<u8>,
     ) -> Option<u32> {
         let record = self.by_content.get(&(*tar_digest, tar_size))?;
+        Self::read_checked(&self.file, record, out)
+    }
+
+    /// The compressed bytes of the `k`-th member, checked like [`Self::fetch`]'s.
+    pub(crate) fn fetch_record(&self, k: usize, out: &mut Vec<u8>) -> Option<u32> {
+        Self::read_checked(&self.file, self.members.get(k)?, out)
+    }
+
+    fn read_checked(file: &File, record: &MemberRecord, out: &mut Vec<u8>) -> Option<u32> {
         let len = usize::try_from(record.size).ok()?;
         out.clear();
         out.resize(len, 0);
-        self.file.read_exact_at(out, record.offset).ok()?;
+        file.read_exact_at(out, record.offset).ok()?;
         let crc = crc32(out);
         (crc == record.crc32).then_some(crc)
     }

@@ -47,7 +47,18 @@
 //! - The blob is a pure function of the tar stream, the [`Compression`] and [`FORMAT_VERSION`]:
 //!   any thread count, and reuse or not, give the same bytes (tested).
 //! - Members are written in tar order; the DiffID is hashed over the tar bytes in order on the
-//!   caller's thread, the blob digest over the output in order, in the same pass.
+//!   caller's thread, the blob digest over the output in order, in the same pass. A re-export
+//!   resumes both from SHA-256 states saved in the previous index ([`Midstate`]) instead of
+//!   hashing the members that equal the previous blob's from the start: the result is the
+//!   same digest of the same bytes.
+//! - A re-export reads no file of the members at the start of the layer whose keys (entry
+//!   headers and file identities, `identity.rs`) equal the previous members' keys at the same
+//!   positions; it takes their compressed bytes (CRC-checked) and hash states instead. The
+//!   first differing member ends that, and the rest is read and hashed, reusing compressed
+//!   bytes by tar digest as before. Whatever the path taken, the blob, DiffID and index are
+//!   those of an export from scratch (tests in `tests/reexport.rs`), except that member keys
+//!   also depend on when files last changed (a file changed within [`RACY_MARGIN`] of an
+//!   export gets no key in it).
 //! - Working memory is bounded by the in-flight window: at most `2 × threads` members are being
 //!   compressed or waiting to be written, each under `MAX_MEMBER + SPLIT` tar bytes (plus their
 //!   headers), whatever the layer size. The index grows by one small record per member.
@@ -56,15 +67,21 @@ pub mod chunker;
 mod codec;
 mod encoder;
 mod error;
+mod identity;
 mod index;
 mod pool;
+mod prefix;
+mod sha;
 
 use serde::{Deserialize, Serialize};
 
 pub use chunker::{AVG_SPAN, MAX_MEMBER, MIN_MEMBER, SPLIT};
 pub use encoder::{EncodeOptions, EncodeStats, EncodedLayer, LayerEncoder};
 pub use error::CompressError;
+pub use identity::{FileIdentity, RACY_MARGIN};
 pub use index::{MemberIndex, MemberRecord, PreviousBlob};
+pub use prefix::Offer;
+pub use sha::Midstate;
 
 /// Version of the member format (boundary rule, member headers, backends and levels). Part of
 /// every [`MemberIndex`]; an index of another version is never used for reuse.

@@ -23,6 +23,8 @@ pub(crate) struct Member {
     pub(crate) crc32: u32,
     /// Whether `output` came from the previous blob.
     pub(crate) reused: bool,
+    /// The member key the chunker computed.
+    pub(crate) key: Option<Digest>,
 }
 
 /// Compress one member, or take its bytes from `previous` when it holds the same tar bytes.
@@ -32,6 +34,7 @@ pub(crate) fn encode_member(
     previous: Option<&PreviousBlob>,
     input: Vec<u8>,
     mut output: Vec<u8>,
+    key: Option<Digest>,
 ) -> Result<Member, CompressError> {
     let tar_digest = Digest::of(&input);
     if let Some(previous) = previous
@@ -43,6 +46,7 @@ pub(crate) fn encode_member(
             tar_digest,
             crc32,
             reused: true,
+            key,
         });
     }
     codec
@@ -59,6 +63,7 @@ pub(crate) fn encode_member(
         tar_digest,
         crc32,
         reused: false,
+        key,
     })
 }
 
@@ -67,6 +72,7 @@ pub(crate) type Reply = Receiver<Result<Member, CompressError>>;
 struct Job {
     input: Vec<u8>,
     output: Vec<u8>,
+    key: Option<Digest>,
     reply: SyncSender<Result<Member, CompressError>>,
 }
 
@@ -101,11 +107,17 @@ impl Pool {
     }
 
     /// Queue a member; its result arrives on the returned channel.
-    pub(crate) fn submit(&self, input: Vec<u8>, output: Vec<u8>) -> Result<Reply, CompressError> {
+    pub(crate) fn submit(
+        &self,
+        input: Vec<u8>,
+        output: Vec<u8>,
+        key: Option<Digest>,
+    ) -> Result<Reply, CompressError> {
         let (reply, result) = mpsc::sync_channel(1);
         let job = Job {
             input,
             output,
+            key,
             reply,
         };
         self.jobs
@@ -139,7 +151,9 @@ fn work(queue: &Mutex<Receiver<Job>>, compression: Compression, previous: Option
             }
         };
         let result = match &mut codec {
-            Ok(codec) => encode_member(codec, compression, previous, job.input, job.output),
+            Ok(codec) => {
+                encode_member(codec, compression, previous, job.input, job.output, job.key)
+            }
             Err(e) => Err(CompressError::Encode {
                 compression,
                 tar_bytes: job.input.len(),

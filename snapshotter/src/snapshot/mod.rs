@@ -80,6 +80,7 @@ mod error;
 mod id;
 mod local;
 mod meta;
+mod mountpoint;
 mod mounts;
 mod overlay;
 mod tree;
@@ -94,6 +95,7 @@ use serde::{Deserialize, Serialize};
 pub use error::{IdKind, KernelLog, MountStep, Result, SnapshotError};
 pub use id::{ActiveKey, CommittedName, MAX_ID_LEN, SnapshotName, SnapshotRef};
 pub use local::LocalSnapshotter;
+pub use mountpoint::{SweepReport, TempMountpoint, mountpoint_in, sweep_stale_mounts};
 pub use mounts::{
     Access, BindMount, MountGuard, Mounts, OverlayApi, OverlayMount, UpperDir, overlay_api, unmount,
 };

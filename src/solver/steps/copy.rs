@@ -1,27 +1,49 @@
-//! COPY from the build context into a new layer, with Docker's semantics:
+//! COPY (and the copying half of ADD) into a new layer, with BuildKit's semantics
+//! (`dockerfile2llb/convert.go` `dispatchCopy`, `llbsolver/file/backend.go` `docopy`, fsutil
+//! `copy.Copy`; Dockerfile reference, "COPY"):
 //! - a directory source copies its *contents* into the destination;
 //! - a file goes *into* the destination when it ends with `/` or is an existing directory,
 //!   otherwise it becomes the destination;
-//! - several sources need a destination ending with `/`;
+//! - several sources need a destination ending with `/` (the legacy builder's rule, which
+//!   kiln also applies to a wildcard matching several entries: BuildKit would silently let
+//!   the last match win);
+//! - wildcards (`*`, `?`, `[...]`, Go `filepath.Match`, see `glob`) match entries below the
+//!   source's literal prefix; a matched symlink is followed; a wildcard matching nothing copies
+//!   nothing (BuildKit's `AllowEmptyWildcard`), a missing literal path is an error;
 //! - a relative destination is under WORKDIR; symlinks in the image's destination path are
 //!   followed inside the image root (merged-/usr images);
-//! - owner is 0:0 unless `--chown`, mode is the source's unless `--chmod`; mtimes are the
-//!   source's (clamped to `SOURCE_DATE_EPOCH` when set); hard links inside a source stay links.
+//! - owner is 0:0 unless `--chown` (names resolved in the image, see `chown`), which also owns
+//!   the missing parent directories created for the destination (fsutil `MkdirAll` with the
+//!   chowner); mode is the source's unless `--chmod` (see `chmod`; every entry but symlinks);
+//!   mtimes are the source's (clamped to `SOURCE_DATE_EPOCH` when set); hard links inside a
+//!   source stay links;
+//! - `--parents` keeps each source's path below the context root, or below a `/./` pivot
+//!   (`COPY --parents src/./app/*.js /dst/` writes `/dst/app/x.js`); the path is a
+//!   `.dockerignore`-style pattern and a match brings its whole subtree; the parent directories
+//!   written keep the sources' metadata;
+//! - `--exclude` patterns (`.dockerignore` syntax, repeatable) drop entries, matched against the
+//!   path below the copied directory or below a wildcard's literal prefix (a named file source
+//!   is never excluded, as fsutil only matches below the source);
+//! - ADD's local archives (see `add::archive`) are extracted into the destination directory
+//!   instead of copied.
+//!
+//! Sources come from a source tree ([`Context`]): the build context as its `.dockerignore`
+//! leaves it, or (`--from`, heredocs, downloads, git checkouts) a directory opened as a
+//! context with no ignore file, so every path is resolved inside that tree.
 //!
 //! The copy is performed in the step's writable rootfs (a snapshot, see `rootfs`), through
 //! root-bounded operations (`inroot`): the destination is resolved inside the image root, and
-//! no `..` or symlink in the image or the context can make a write land outside it. Missing
-//! parent directories are created 0755 root (mtime `SOURCE_DATE_EPOCH`, else 0); existing ones
-//! are kept as the image has them (the layer then carries them as the rootfs has them after the
-//! copy: an overlay copy-up, e.g. `/tmp` with its mode 1777). Directory mtimes are set after
-//! their children are written.
+//! no `..` or symlink in the image or the source can make a write land outside it. Missing
+//! parent directories are created 0755 (mtime `SOURCE_DATE_EPOCH`, else 0); existing ones are
+//! kept as the image has them. Directory mtimes are set after their children are written.
 //!
-//! Sources come from the context as its `.dockerignore` leaves it (see `context`): a directory
-//! source copies only the entries the ignore file keeps, and naming an excluded source fails as
-//! not found.
-//!
-//! Not responsible for: wildcards, `--from`, `--link`, `--parents`, `--exclude` (the full
-//! engine), or matching ignore rules (the context does).
+//! Not responsible for: where sources come from (`step` and `add` prepare the trees and
+//! run the copy on a snapshot), matching ignore rules (the context does).
+
+pub mod chmod;
+pub mod chown;
+pub mod glob;
+mod step;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::Metadata;
@@ -29,12 +51,18 @@ use std::io::BufReader;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use frontend::dockerignore::IgnoreRules;
 use snapshotter::layer::{LayerError, LayerPath};
 
+use super::add::archive::{self, ArchiveError};
 use crate::solver::context::{Context, ContextError, WalkEntry};
 use crate::solver::inroot::{InRoot, InRootError, StatKind};
 use crate::solver::rootfs::Touched;
 use crate::store::StoreError;
+pub use chmod::Chmod;
+pub(super) use step::{
+    Request, Scratch, exclude_rules, execute, heredoc_tree, history_text, run, set_mtime,
+};
 
 /// Errors of a COPY.
 #[derive(Debug, thiserror::Error)]
@@ -45,11 +73,9 @@ pub enum CopyError {
         "when using COPY with more than one source file, the destination must be a directory and end with a /"
     )]
     DestinationNotDirectory,
-    #[error("copying `{pattern}`: wildcards in COPY sources are not supported yet")]
-    Wildcard { pattern: String },
-    #[error("`{path}` in the build context is a {kind}, which COPY does not support")]
+    #[error("`{path}` in the source is a {kind}, which COPY does not support")]
     UnsupportedType { path: PathBuf, kind: &'static str },
-    #[error("reading `{path}` in the build context")]
+    #[error("reading `{path}` in the source")]
     Read {
         path: PathBuf,
         #[source]
@@ -57,6 +83,18 @@ pub enum CopyError {
     },
     #[error("destination `{0}` is not a valid path")]
     BadDestination(String),
+    #[error("invalid --exclude pattern: {0}")]
+    BadExclude(String),
+    #[error("invalid --parents source `{0}`")]
+    BadParents(String),
+    #[error("{0}")]
+    Chown(String),
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    #[error(transparent)]
+    Http(#[from] super::add::http::HttpError),
+    #[error(transparent)]
+    Git(#[from] super::add::git::GitError),
     #[error(transparent)]
     Layer(#[from] LayerError),
     #[error(transparent)]
@@ -65,22 +103,36 @@ pub enum CopyError {
     Store(#[from] StoreError),
 }
 
-/// A COPY with its words already expanded.
-#[derive(Debug, Clone)]
+/// How the copied entries are written, with the words already expanded.
+#[derive(Debug, Clone, Default)]
 pub struct CopySpec {
-    pub sources: Vec<String>,
     pub dest: String,
     /// Absolute WORKDIR the destination is relative to.
     pub workdir: String,
     pub chown: Option<(u64, u64)>,
-    pub chmod: Option<u32>,
+    pub chmod: Option<Chmod>,
     /// `SOURCE_DATE_EPOCH`: clamps mtimes and dates created directories.
     pub epoch: Option<u64>,
+    /// `--parents`.
+    pub parents: bool,
+    /// `--exclude` patterns.
+    pub exclude: Option<IgnoreRules>,
+}
+
+/// One source of a COPY: a path (or pattern) in a tree.
+#[derive(Debug, Clone)]
+pub struct Source<'a> {
+    pub tree: &'a Context,
+    pub path: String,
+    /// Whether `*?[` are wildcards (context and `--from` paths; not heredocs, URLs, git).
+    pub wildcards: bool,
+    /// ADD: extract a file that is a (compressed) tar archive.
+    pub unpack: bool,
 }
 
 /// Where a planned entry's bytes come from.
 #[derive(Debug, Clone)]
-enum Source {
+enum Origin {
     Dir,
     File {
         host: PathBuf,
@@ -91,23 +143,35 @@ enum Source {
 
 #[derive(Debug, Clone)]
 struct Planned {
-    source: Source,
+    origin: Origin,
     mode: u32,
     uid: u64,
     gid: u64,
     mtime: u64,
 }
 
+/// The whole copy: entries to write, then archives to extract (in source order).
+#[derive(Debug, Default)]
+struct Plan {
+    entries: BTreeMap<LayerPath, Planned>,
+    /// Host archive and the directory (`None`: the root) it is extracted into.
+    archives: Vec<(PathBuf, Option<LayerPath>)>,
+}
+
 /// Perform the COPY in `root` (the step's writable rootfs); returns the paths written.
-pub fn copy_into(ctx: &Context, root: &InRoot, spec: &CopySpec) -> Result<Touched, CopyError> {
-    let planned = plan(ctx, root, spec)?;
+pub fn copy_into(
+    sources: &[Source<'_>],
+    root: &InRoot,
+    spec: &CopySpec,
+) -> Result<Touched, CopyError> {
+    let plan = plan(sources, root, spec)?;
     let mut first_link: HashMap<(u64, u64), LayerPath> = HashMap::new();
-    for (path, p) in &planned {
+    for (path, p) in &plan.entries {
         let mtime = i64::try_from(p.mtime).unwrap_or(i64::MAX);
-        match &p.source {
-            Source::Dir => root.make_dir(path, p.mode, p.uid, p.gid)?,
-            Source::Symlink(target) => root.symlink(path, target, p.uid, p.gid, mtime)?,
-            Source::File { host, dev_ino, .. } => {
+        match &p.origin {
+            Origin::Dir => root.make_dir(path, p.mode, p.uid, p.gid)?,
+            Origin::Symlink(target) => root.symlink(path, target, p.uid, p.gid, mtime)?,
+            Origin::File { host, dev_ino, .. } => {
                 if let Some(key) = dev_ino
                     && let Some(first) = first_link.get(key)
                 {
@@ -127,124 +191,353 @@ pub fn copy_into(ctx: &Context, root: &InRoot, spec: &CopySpec) -> Result<Touche
         }
     }
     // Directory times last, children first: writing into a directory changes its mtime.
-    for (path, p) in planned.iter().rev() {
-        if matches!(p.source, Source::Dir) {
+    for (path, p) in plan.entries.iter().rev() {
+        if matches!(p.origin, Origin::Dir) {
             root.set_mtime(path, i64::try_from(p.mtime).unwrap_or(i64::MAX))?;
         }
     }
-    Ok(Touched {
-        paths: planned.into_keys().collect(),
-    })
+    let mut paths: BTreeSet<LayerPath> = plan.entries.into_keys().collect();
+    for (host, dest) in &plan.archives {
+        archive::extract(host, root, dest.as_ref(), &mut paths)?;
+    }
+    Ok(Touched { paths })
 }
 
-fn plan(
-    ctx: &Context,
-    root: &InRoot,
-    spec: &CopySpec,
-) -> Result<BTreeMap<LayerPath, Planned>, CopyError> {
+/// The destination resolved in the image: its layer path (`None` for `/`), whether it must be
+/// a directory, and what is there now.
+struct Dest {
+    path: Option<LayerPath>,
+    is_dir: bool,
+    kind: Option<StatKind>,
+}
+
+fn destination(root: &InRoot, spec: &CopySpec) -> Result<(Dest, bool), CopyError> {
     let dest_abs = if spec.dest.starts_with('/') {
         spec.dest.clone()
     } else {
         format!("{}/{}", spec.workdir.trim_end_matches('/'), spec.dest)
     };
     let dir_hint = dest_abs.ends_with('/') || dest_abs.ends_with("/.") || spec.dest == ".";
-    if spec.sources.len() > 1 && !dir_hint {
-        return Err(CopyError::DestinationNotDirectory);
-    }
     let dest_rel = root.resolve(&dest_abs)?;
-    let dest_path = if dest_rel.is_empty() {
+    let path = if dest_rel.is_empty() {
         None
     } else {
         Some(LayerPath::new(&dest_rel).map_err(|_| CopyError::BadDestination(spec.dest.clone()))?)
     };
-    let dest_kind = match &dest_path {
+    let kind = match &path {
         Some(p) => root.lstat(p)?.map(|st| st.kind),
         None => Some(StatKind::Directory),
     };
-    let dest_is_dir = dir_hint || dest_kind == Some(StatKind::Directory);
+    let is_dir = dir_hint || kind == Some(StatKind::Directory);
+    Ok((Dest { path, is_dir, kind }, dir_hint))
+}
 
-    let mut out: BTreeMap<LayerPath, Planned> = BTreeMap::new();
-    for source in &spec.sources {
-        if source.contains(['*', '?', '[']) {
-            return Err(CopyError::Wildcard {
-                pattern: source.clone(),
-            });
+fn plan(sources: &[Source<'_>], root: &InRoot, spec: &CopySpec) -> Result<Plan, CopyError> {
+    let (dest, dir_hint) = destination(root, spec)?;
+    if sources.len() > 1 && !dir_hint {
+        return Err(CopyError::DestinationNotDirectory);
+    }
+    let mut plan = Plan::default();
+    for source in sources {
+        if spec.parents && source.wildcards {
+            plan_parents(source, &dest, spec, &mut plan.entries)?;
+            continue;
         }
-        let resolved = ctx.resolve(source)?;
-        let host = resolved.host();
-        let meta = fs_err::metadata(host).map_err(|e| CopyError::Read {
-            path: host.to_owned(),
-            source: e,
-        })?;
-        if meta.is_dir() {
-            let entries = ctx.walk(&resolved)?;
-            if let Some(dest) = &dest_path
-                && dest_kind != Some(StatKind::Directory)
-            {
-                out.insert(dest.clone(), planned(Source::Dir, &meta, spec));
+        let items = if source.wildcards && glob::has_wildcards(&source.path) {
+            let found = wildcard_matches(source.tree, &source.path, spec)?;
+            if found.len() > 1 && !dest.is_dir {
+                return Err(CopyError::DestinationNotDirectory);
             }
-            for entry in entries {
-                let target = match &dest_path {
-                    Some(d) => d.join(&entry.rel)?,
-                    None => LayerPath::new(&entry.rel)?,
-                };
-                out.insert(target, planned(entry_source(&entry)?, &entry.meta, spec));
-            }
+            found
         } else {
-            let name = Path::new(source)
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "file".to_owned());
-            let target = match (&dest_path, dest_is_dir) {
-                (Some(d), true) => d.join(&name)?,
-                (None, _) => LayerPath::new(&name)?,
-                (Some(d), false) => d.clone(),
-            };
-            out.insert(target, planned(file_source(host, &meta)?, &meta, spec));
+            vec![source.path.clone()]
+        };
+        for item in items {
+            plan_item(source, &item, &dest, spec, &mut plan)?;
         }
     }
     // Missing ancestors of what we write are created (existing ones stay as the image has them).
-    let ancestors: BTreeSet<LayerPath> = out
+    let mut wanted: BTreeSet<LayerPath> = plan
+        .entries
         .keys()
         .flat_map(|p| p.ancestors().collect::<Vec<_>>())
-        .filter(|a| !out.contains_key(a))
         .collect();
-    for a in ancestors {
-        if root
-            .lstat(&a)?
-            .is_some_and(|st| st.kind == StatKind::Directory)
+    for (_, d) in &plan.archives {
+        if let Some(d) = d {
+            wanted.extend(d.ancestors());
+            wanted.insert(d.clone());
+        }
+    }
+    let (uid, gid) = spec.chown.unwrap_or((0, 0));
+    for a in wanted {
+        if plan.entries.contains_key(&a)
+            || root
+                .lstat(&a)?
+                .is_some_and(|st| st.kind == StatKind::Directory)
         {
             continue;
         }
         let p = Planned {
-            source: Source::Dir,
+            origin: Origin::Dir,
             mode: 0o755,
-            uid: 0,
-            gid: 0,
+            uid,
+            gid,
             mtime: spec.epoch.unwrap_or(0),
         };
-        out.insert(a, p);
+        plan.entries.insert(a, p);
+    }
+    Ok(plan)
+}
+
+/// One resolved source path (a literal source or a wildcard match).
+fn plan_item(
+    source: &Source<'_>,
+    item: &str,
+    dest: &Dest,
+    spec: &CopySpec,
+    plan: &mut Plan,
+) -> Result<(), CopyError> {
+    let resolved = source.tree.resolve(item)?;
+    let host = resolved.host();
+    let meta = fs_err::metadata(host).map_err(|e| CopyError::Read {
+        path: host.to_owned(),
+        source: e,
+    })?;
+    if meta.is_dir() {
+        let entries = source.tree.walk(&resolved)?;
+        if let Some(d) = &dest.path
+            && dest.kind != Some(StatKind::Directory)
+        {
+            plan.entries
+                .insert(d.clone(), planned(Origin::Dir, &meta, spec));
+        }
+        let kept = apply_exclude(&entries, spec.exclude.as_ref());
+        for entry in kept {
+            let target = match &dest.path {
+                Some(d) => d.join(&entry.rel)?,
+                None => LayerPath::new(&entry.rel)?,
+            };
+            plan.entries
+                .insert(target, planned(entry_origin(entry)?, &entry.meta, spec));
+        }
+        return Ok(());
+    }
+    if source.unpack && archive::is_archive(host) {
+        plan.archives.push((host.to_owned(), dest.path.clone()));
+        return Ok(());
+    }
+    let name = Path::new(item)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "file".to_owned());
+    let target = match (&dest.path, dest.is_dir) {
+        (Some(d), true) => d.join(&name)?,
+        (None, _) => LayerPath::new(&name)?,
+        (Some(d), false) => d.clone(),
+    };
+    plan.entries
+        .insert(target, planned(file_origin(host, &meta)?, &meta, spec));
+    Ok(())
+}
+
+/// The walk without the entries `--exclude` drops; an excluded directory comes back when an
+/// exception brings back something below it.
+fn apply_exclude<'e>(
+    entries: &'e [WalkEntry],
+    exclude: Option<&IgnoreRules>,
+) -> Vec<&'e WalkEntry> {
+    let Some(rules) = exclude else {
+        return entries.iter().collect();
+    };
+    let by_rel: HashMap<&str, &WalkEntry> = entries.iter().map(|e| (e.rel.as_str(), e)).collect();
+    let mut kept: BTreeMap<&str, &WalkEntry> = BTreeMap::new();
+    for e in entries {
+        if rules.is_excluded(&e.rel) {
+            continue;
+        }
+        // Parents dropped by a pattern are needed to hold what an exception kept.
+        let mut at = e.rel.as_str();
+        while let Some((parent, _)) = at.rsplit_once('/') {
+            if let Some(p) = by_rel.get(parent) {
+                kept.insert(parent, p);
+            }
+            at = parent;
+        }
+        kept.insert(&e.rel, e);
+    }
+    kept.into_values().collect()
+}
+
+/// The paths (in the tree) a wildcard source matches, in walk order.
+fn wildcard_matches(
+    tree: &Context,
+    source: &str,
+    spec: &CopySpec,
+) -> Result<Vec<String>, CopyError> {
+    let (literal, pattern) = glob::split(source);
+    let base_src = if literal.is_empty() {
+        "."
+    } else {
+        literal.as_str()
+    };
+    let base = match tree.resolve(base_src) {
+        Ok(b) => b,
+        // A literal prefix that is missing matches nothing.
+        Err(ContextError::NotFound(_)) | Err(ContextError::Excluded { .. }) => {
+            return Ok(Vec::new());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if !base.host().is_dir() {
+        return Ok(Vec::new());
+    }
+    let depth = pattern.split('/').count();
+    let mut out = Vec::new();
+    let mut skip_below: Option<String> = None;
+    for e in tree.walk(&base)? {
+        if let Some(dir) = &skip_below
+            && e.rel.starts_with(dir.as_str())
+            && e.rel.as_bytes().get(dir.len()) == Some(&b'/')
+        {
+            continue;
+        }
+        if e.rel.split('/').count() != depth || !glob::matches(&pattern, &e.rel) {
+            continue;
+        }
+        if spec.exclude.as_ref().is_some_and(|r| r.is_excluded(&e.rel)) {
+            continue;
+        }
+        if e.meta.is_dir() {
+            skip_below = Some(e.rel.clone());
+        }
+        out.push(if literal.is_empty() {
+            e.rel.clone()
+        } else {
+            format!("{}/{}", literal.trim_end_matches('/'), e.rel)
+        });
     }
     Ok(out)
 }
 
-/// What a walked context entry becomes in the layer (symlinks are copied as links).
-fn entry_source(entry: &WalkEntry) -> Result<Source, CopyError> {
+/// `--parents`: everything the source pattern matches below its pivot (the context root, or
+/// the part before `/./`), written under the destination with its path below the pivot.
+fn plan_parents(
+    source: &Source<'_>,
+    dest: &Dest,
+    spec: &CopySpec,
+    out: &mut BTreeMap<LayerPath, Planned>,
+) -> Result<(), CopyError> {
+    let (pivot, pattern) = match source.path.split_once("/./") {
+        Some((pivot, pattern)) => (if pivot.is_empty() { "/" } else { pivot }, pattern),
+        None => ("/", source.path.as_str()),
+    };
+    let pattern = pattern.trim_start_matches("./").trim_start_matches('/');
+    let include =
+        IgnoreRules::parse(pattern).map_err(|_| CopyError::BadParents(source.path.clone()))?;
+    // Walk only below the pattern's literal directories.
+    let parts: Vec<&str> = pattern
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    let literal: Vec<&str> = parts
+        .iter()
+        .take(parts.len().saturating_sub(1))
+        .take_while(|p| !glob::has_wildcards(p) && **p != "**")
+        .copied()
+        .collect();
+    let pivot_path = source.tree.resolve(pivot)?;
+    // The directories from the pivot down to the walk's start, with their own metadata.
+    let mut prefix_dirs = Vec::new();
+    let mut rel = String::new();
+    for part in &literal {
+        rel = if rel.is_empty() {
+            (*part).to_owned()
+        } else {
+            format!("{rel}/{part}")
+        };
+        let in_tree = format!("{}/{rel}", pivot.trim_end_matches('/'));
+        match source.tree.resolve(&in_tree) {
+            Ok(p) if p.host().is_dir() => {
+                let meta = fs_err::metadata(p.host()).map_err(|e| CopyError::Read {
+                    path: p.host().to_owned(),
+                    source: e,
+                })?;
+                prefix_dirs.push((rel.clone(), meta));
+            }
+            // Nothing there: the pattern matches nothing.
+            Ok(_) | Err(ContextError::NotFound(_)) | Err(ContextError::Excluded { .. }) => {
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let start = if literal.is_empty() {
+        pivot_path
+    } else {
+        source
+            .tree
+            .resolve(&format!("{}/{rel}", pivot.trim_end_matches('/')))?
+    };
+    let entries = source.tree.walk(&start)?;
+    let full = |below: &str| {
+        if rel.is_empty() {
+            below.to_owned()
+        } else {
+            format!("{rel}/{below}")
+        }
+    };
+    let by_rel: HashMap<String, &WalkEntry> = entries.iter().map(|e| (full(&e.rel), e)).collect();
+    let target = |p: &str| -> Result<LayerPath, CopyError> {
+        Ok(match &dest.path {
+            Some(d) => d.join(p)?,
+            None => LayerPath::new(p)?,
+        })
+    };
+    for e in &entries {
+        let path = full(&e.rel);
+        if !include.is_excluded(&path) {
+            continue;
+        }
+        if spec.exclude.as_ref().is_some_and(|r| r.is_excluded(&path)) {
+            continue;
+        }
+        // The parents between the pivot and the match, as the source has them.
+        let mut at = path.as_str();
+        while let Some((parent, _)) = at.rsplit_once('/') {
+            let meta = by_rel.get(parent).map(|p| &p.meta).or_else(|| {
+                prefix_dirs
+                    .iter()
+                    .find(|(r, _)| r == parent)
+                    .map(|(_, m)| m)
+            });
+            if let Some(meta) = meta {
+                out.entry(target(parent)?)
+                    .or_insert_with(|| planned(Origin::Dir, meta, spec));
+            }
+            at = parent;
+        }
+        out.insert(target(&path)?, planned(entry_origin(e)?, &e.meta, spec));
+    }
+    Ok(())
+}
+
+/// What a walked entry becomes in the layer (symlinks are copied as links).
+fn entry_origin(entry: &WalkEntry) -> Result<Origin, CopyError> {
     let ft = entry.meta.file_type();
     if ft.is_dir() {
-        Ok(Source::Dir)
+        Ok(Origin::Dir)
     } else if ft.is_symlink() {
         let link = fs_err::read_link(&entry.host).map_err(|source| CopyError::Read {
             path: entry.host.clone(),
             source,
         })?;
-        Ok(Source::Symlink(link.to_string_lossy().into_owned()))
+        Ok(Origin::Symlink(link.to_string_lossy().into_owned()))
     } else {
-        file_source(&entry.host, &entry.meta)
+        file_origin(&entry.host, &entry.meta)
     }
 }
 
-fn file_source(host: &Path, meta: &Metadata) -> Result<Source, CopyError> {
+fn file_origin(host: &Path, meta: &Metadata) -> Result<Origin, CopyError> {
     use std::os::unix::fs::FileTypeExt;
     let ft = meta.file_type();
     let unsupported = |kind| CopyError::UnsupportedType {
@@ -261,23 +554,24 @@ fn file_source(host: &Path, meta: &Metadata) -> Result<Source, CopyError> {
         return Err(unsupported("device"));
     }
     let dev_ino = (meta.nlink() > 1).then(|| (meta.dev(), meta.ino()));
-    Ok(Source::File {
+    Ok(Origin::File {
         host: host.to_owned(),
         dev_ino,
     })
 }
 
-fn planned(source: Source, meta: &Metadata, spec: &CopySpec) -> Planned {
+fn planned(origin: Origin, meta: &Metadata, spec: &CopySpec) -> Planned {
     let (uid, gid) = spec.chown.unwrap_or((0, 0));
-    let mode = match (&source, spec.chmod) {
-        (Source::Symlink(_), _) => 0o777,
-        (_, Some(m)) => m,
-        _ => meta.permissions().mode() & 0o7777,
+    let source_mode = meta.permissions().mode() & 0o7777;
+    let mode = match (&origin, &spec.chmod) {
+        (Origin::Symlink(_), _) => 0o777,
+        (_, Some(m)) => m.apply(source_mode, matches!(origin, Origin::Dir)),
+        _ => source_mode,
     };
     let mtime = u64::try_from(meta.mtime()).unwrap_or(0);
     let mtime = spec.epoch.map_or(mtime, |e| mtime.min(e));
     Planned {
-        source,
+        origin,
         mode,
         uid,
         gid,
@@ -310,28 +604,49 @@ mod tests {
         (d, root)
     }
 
-    fn spec(sources: &[&str], dest: &str) -> CopySpec {
+    fn spec(dest: &str) -> CopySpec {
         CopySpec {
-            sources: sources.iter().map(|s| s.to_string()).collect(),
             dest: dest.into(),
             workdir: "/".into(),
-            chown: None,
-            chmod: None,
             epoch: Some(1000),
+            ..CopySpec::default()
         }
     }
 
-    fn paths(m: &BTreeMap<LayerPath, Planned>) -> Vec<&str> {
-        m.keys().map(LayerPath::as_str).collect()
+    fn srcs<'a>(ctx: &'a Context, paths: &[&str]) -> Vec<Source<'a>> {
+        paths
+            .iter()
+            .map(|p| Source {
+                tree: ctx,
+                path: (*p).to_owned(),
+                wildcards: true,
+                unpack: false,
+            })
+            .collect()
+    }
+
+    fn planned_paths(
+        ctx: &Context,
+        root: &InRoot,
+        sources: &[&str],
+        spec: &CopySpec,
+    ) -> Vec<String> {
+        plan(&srcs(ctx, sources), root, spec)
+            .unwrap()
+            .entries
+            .keys()
+            .map(|p| p.as_str().to_owned())
+            .collect()
     }
 
     #[test]
     fn directory_contents_not_the_directory() {
         let (_d, ctx) = setup();
         let (_r, root) = empty();
-        let p = plan(&ctx, &root, &spec(&["dir"], "/opt/app")).unwrap();
+        let p = plan(&srcs(&ctx, &["dir"]), &root, &spec("/opt/app")).unwrap();
+        let paths: Vec<&str> = p.entries.keys().map(LayerPath::as_str).collect();
         assert_eq!(
-            paths(&p),
+            paths,
             [
                 "opt",
                 "opt/app",
@@ -343,7 +658,7 @@ mod tests {
             ]
         );
         assert!(
-            matches!(p[&LayerPath::new("opt/app/link").unwrap()].source, Source::Symlink(ref t) if t == "g")
+            matches!(p.entries[&LayerPath::new("opt/app/link").unwrap()].origin, Origin::Symlink(ref t) if t == "g")
         );
     }
 
@@ -351,42 +666,123 @@ mod tests {
     fn file_into_directory_or_as_the_destination() {
         let (_d, ctx) = setup();
         let (_r, root) = empty();
-        let into = plan(&ctx, &root, &spec(&["app"], "/usr/local/bin/")).unwrap();
         assert_eq!(
-            paths(&into),
+            planned_paths(&ctx, &root, &["app"], &spec("/usr/local/bin/")),
             ["usr", "usr/local", "usr/local/bin", "usr/local/bin/app"]
         );
-        let as_dest = plan(&ctx, &root, &spec(&["app"], "/srv/run")).unwrap();
-        assert_eq!(paths(&as_dest), ["srv", "srv/run"]);
+        assert_eq!(
+            planned_paths(&ctx, &root, &["app"], &spec("/srv/run")),
+            ["srv", "srv/run"]
+        );
         let rel = CopySpec {
             workdir: "/work".into(),
-            ..spec(&["app"], ".")
+            ..spec(".")
         };
         assert_eq!(
-            paths(&plan(&ctx, &root, &rel).unwrap()),
+            planned_paths(&ctx, &root, &["app"], &rel),
             ["work", "work/app"]
         );
-        let root = plan(&ctx, &root, &spec(&["app", "dir/g"], "/")).unwrap();
-        assert_eq!(paths(&root), ["app", "g"]);
+        assert_eq!(
+            planned_paths(&ctx, &root, &["app", "dir/g"], &spec("/")),
+            ["app", "g"]
+        );
     }
 
     #[test]
     fn modes_owner_and_clamped_mtimes() {
         let (_d, ctx) = setup();
         let (_r, root) = empty();
-        let p = plan(&ctx, &root, &spec(&["app"], "/bin/")).unwrap();
-        let app = &p[&LayerPath::new("bin/app").unwrap()];
+        let p = plan(&srcs(&ctx, &["app"]), &root, &spec("/bin/")).unwrap();
+        let app = &p.entries[&LayerPath::new("bin/app").unwrap()];
         assert_eq!((app.mode, app.uid, app.gid, app.mtime), (0o755, 0, 0, 1000));
-        let bin = &p[&LayerPath::new("bin").unwrap()];
+        let bin = &p.entries[&LayerPath::new("bin").unwrap()];
         assert_eq!((bin.mode, bin.mtime), (0o755, 1000));
         let chowned = CopySpec {
             chown: Some((1000, 1001)),
-            chmod: Some(0o600),
-            ..spec(&["app"], "/bin/")
+            chmod: Some(Chmod::Octal(0o600)),
+            ..spec("/bin/")
         };
-        let p = plan(&ctx, &root, &chowned).unwrap();
-        let app = &p[&LayerPath::new("bin/app").unwrap()];
+        let p = plan(&srcs(&ctx, &["app"]), &root, &chowned).unwrap();
+        let app = &p.entries[&LayerPath::new("bin/app").unwrap()];
         assert_eq!((app.mode, app.uid, app.gid), (0o600, 1000, 1001));
+        let bin = &p.entries[&LayerPath::new("bin").unwrap()];
+        assert_eq!(
+            (bin.uid, bin.gid),
+            (1000, 1001),
+            "created parents get the owner"
+        );
+        let symbolic = CopySpec {
+            chmod: Some(Chmod::parse("go-rwx").unwrap()),
+            ..spec("/d/")
+        };
+        let p = plan(&srcs(&ctx, &["dir"]), &root, &symbolic).unwrap();
+        assert_eq!(p.entries[&LayerPath::new("d/sub").unwrap()].mode, 0o700);
+        assert_eq!(p.entries[&LayerPath::new("d/link").unwrap()].mode, 0o777);
+    }
+
+    #[test]
+    fn wildcards_match_below_the_literal_prefix() {
+        let (d, ctx) = setup();
+        fs_err::write(d.path().join("a.txt"), "a").unwrap();
+        fs_err::write(d.path().join("b.txt"), "b").unwrap();
+        fs_err::write(d.path().join("dir/c.txt"), "c").unwrap();
+        let ctx2 = Context::open(d.path()).unwrap();
+        let (_r, root) = empty();
+        assert_eq!(
+            planned_paths(&ctx2, &root, &["*.txt"], &spec("/out/")),
+            ["out", "out/a.txt", "out/b.txt"]
+        );
+        assert_eq!(
+            planned_paths(&ctx2, &root, &["d?r/*.txt"], &spec("/out/")),
+            ["out", "out/c.txt"]
+        );
+        // A matched directory copies its contents; nothing matching is fine.
+        assert_eq!(
+            planned_paths(&ctx2, &root, &["di[r]"], &spec("/o/")).len(),
+            7
+        );
+        assert!(planned_paths(&ctx2, &root, &["*.none"], &spec("/o/")).is_empty());
+        // Several matches need a directory destination.
+        assert!(matches!(
+            plan(&srcs(&ctx2, &["*.txt"]), &root, &spec("/x")),
+            Err(CopyError::DestinationNotDirectory)
+        ));
+        // A single match does not.
+        assert_eq!(planned_paths(&ctx2, &root, &["a.*"], &spec("/x")), ["x"]);
+        drop(ctx);
+    }
+
+    #[test]
+    fn exclude_and_parents() {
+        let (d, _) = setup();
+        fs_err::create_dir_all(d.path().join("src/x/y")).unwrap();
+        fs_err::write(d.path().join("src/a.txt"), "a").unwrap();
+        fs_err::write(d.path().join("src/x/b.txt"), "b").unwrap();
+        fs_err::write(d.path().join("src/x/y/c.md"), "c").unwrap();
+        let ctx = Context::open(d.path()).unwrap();
+        let (_r, root) = empty();
+        let excluding = CopySpec {
+            exclude: exclude_rules(&["*.txt".into(), "x/y".into()]).unwrap(),
+            ..spec("/o/")
+        };
+        assert_eq!(
+            planned_paths(&ctx, &root, &["src"], &excluding),
+            ["o", "o/x", "o/x/b.txt"],
+            "`*.txt` is `.dockerignore` syntax: top level only"
+        );
+        let parents = CopySpec {
+            parents: true,
+            ..spec("/p/")
+        };
+        assert_eq!(
+            planned_paths(&ctx, &root, &["src/**/*.txt"], &parents),
+            ["p", "p/src", "p/src/a.txt", "p/src/x", "p/src/x/b.txt"]
+        );
+        assert_eq!(
+            planned_paths(&ctx, &root, &["src/./x/y"], &parents),
+            ["p", "p/x", "p/x/y", "p/x/y/c.md"]
+        );
+        assert!(planned_paths(&ctx, &root, &["nothing/here"], &parents).is_empty());
     }
 
     #[test]
@@ -402,43 +798,31 @@ mod tests {
             .apply_dockerignore(None)
             .unwrap();
         let (_r, root) = empty();
-        let p = plan(&ctx, &root, &spec(&["dir"], "/d")).unwrap();
-        assert_eq!(paths(&p), ["d", "d/hard", "d/link", "d/sub", "d/sub/f"]);
+        assert_eq!(
+            planned_paths(&ctx, &root, &["dir"], &spec("/d")),
+            ["d", "d/hard", "d/link", "d/sub", "d/sub/f"]
+        );
         assert!(matches!(
-            plan(&ctx, &root, &spec(&["app"], "/x")),
-            Err(CopyError::Context(ContextError::Excluded { .. }))
-        ));
-        assert!(matches!(
-            plan(&ctx, &root, &spec(&["dir/g"], "/x")),
+            plan(&srcs(&ctx, &["app"]), &root, &spec("/x")),
             Err(CopyError::Context(ContextError::Excluded { .. }))
         ));
     }
 
     #[test]
-    fn several_sources_need_a_directory_destination() {
+    fn several_sources_need_a_directory_destination_and_missing_ones_fail() {
         let (_d, ctx) = setup();
         let (_r, root) = empty();
         assert!(matches!(
-            plan(&ctx, &root, &spec(&["app", "dir"], "/x")),
+            plan(&srcs(&ctx, &["app", "dir"]), &root, &spec("/x")),
             Err(CopyError::DestinationNotDirectory)
         ));
-    }
-
-    #[test]
-    fn missing_and_escaping_sources_are_refused() {
-        let (_d, ctx) = setup();
-        let (_r, root) = empty();
         assert!(matches!(
-            plan(&ctx, &root, &spec(&["nope"], "/x")),
+            plan(&srcs(&ctx, &["nope"]), &root, &spec("/x")),
             Err(CopyError::Context(ContextError::NotFound(_)))
         ));
         assert!(matches!(
-            plan(&ctx, &root, &spec(&["../etc/passwd"], "/x")),
+            plan(&srcs(&ctx, &["../etc/passwd"]), &root, &spec("/x")),
             Err(CopyError::Context(ContextError::OutsideContext(_)))
-        ));
-        assert!(matches!(
-            plan(&ctx, &root, &spec(&["*.txt"], "/x/")),
-            Err(CopyError::Wildcard { .. })
         ));
     }
 
@@ -453,7 +837,7 @@ mod tests {
         )
         .unwrap();
         std::os::unix::fs::symlink("/tmp", r.path().join("t")).unwrap();
-        let touched = copy_into(&ctx, &root, &spec(&["dir"], "/t/d")).unwrap();
+        let touched = copy_into(&srcs(&ctx, &["dir"]), &root, &spec("/t/d")).unwrap();
         let written: Vec<&str> = touched.paths.iter().map(LayerPath::as_str).collect();
         assert_eq!(
             written,
@@ -481,8 +865,24 @@ mod tests {
         // A file cannot replace a directory.
         fs_err::create_dir_all(r.path().join("tmp/x/app")).unwrap();
         assert!(matches!(
-            copy_into(&ctx, &root, &spec(&["app"], "/tmp/x/")),
+            copy_into(&srcs(&ctx, &["app"]), &root, &spec("/tmp/x/")),
             Err(CopyError::InRoot(InRootError::OverwriteDirectory(_)))
         ));
+    }
+
+    #[test]
+    fn history_text_is_buildkits() {
+        assert_eq!(
+            history_text(
+                "COPY",
+                true,
+                Some("app"),
+                Some("755"),
+                &["a".into(), "b".into()],
+                &[],
+                "/d/"
+            ),
+            "COPY --parents --chown=app --chmod=755 a b /d/ # buildkit"
+        );
     }
 }

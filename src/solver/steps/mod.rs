@@ -1,6 +1,7 @@
 //! One Dockerfile step run against a [`StageState`]: word expansion with the stage's variables,
 //! then the instruction's effect (one file per instruction family).
 
+pub mod add;
 pub mod copy;
 pub mod metadata;
 pub mod run;
@@ -18,7 +19,7 @@ use super::stage::StageState;
 use crate::progress::Reporter;
 use crate::registry::RegistryOptions;
 use crate::store::{Store, StoreError};
-use copy::{CopyError, CopySpec};
+use copy::CopyError;
 use metadata::Command;
 
 /// What steps may use.
@@ -96,57 +97,7 @@ pub fn run(
     let snapshot = state.clone();
     let lookup = move |name: &str| snapshot.lookup(name);
     match &step.kind {
-        StepKind::Copy(c) => {
-            if c.from.is_some() {
-                return Err(StepError::Unsupported("COPY --from sources"));
-            }
-            if c.link || c.parents || !c.exclude.is_empty() {
-                return Err(StepError::Unsupported(
-                    "COPY --link, --parents and --exclude",
-                ));
-            }
-            if !c.contents.is_empty() {
-                return Err(StepError::Unsupported("COPY heredoc sources"));
-            }
-            let sources = c
-                .sources
-                .iter()
-                .map(|w| w.expand(&lookup))
-                .collect::<Result<Vec<_>, _>>()?;
-            let dest = c.dest.expand(&lookup)?;
-            let chown = c
-                .chown
-                .as_ref()
-                .map(|w| w.expand(&lookup))
-                .transpose()?
-                .map(|s| parse_chown(&s))
-                .transpose()?;
-            let chmod = c
-                .chmod
-                .as_ref()
-                .map(|w| w.expand(&lookup))
-                .transpose()?
-                .map(|s| parse_chmod(&s))
-                .transpose()?;
-            let spec = CopySpec {
-                sources,
-                dest,
-                workdir: state.workdir(),
-                chown,
-                chmod,
-                epoch: env.epoch,
-            };
-            let created_by = format!("{} # buildkit", step.original);
-            match file_step(env, state, |root| {
-                Ok(Some(copy::copy_into(env.ctx, root, &spec)?))
-            })? {
-                StepLayer::Layer(info) => {
-                    state.push_layer(&info, env.compression.media_type(), created_by);
-                }
-                // Every COPY writes at least its destination.
-                StepLayer::Unchanged => state.push_history(created_by, true),
-            }
-        }
+        StepKind::Copy(c) => copy::run(env, state, c, step, place)?,
         StepKind::Env(e) => {
             let mut expanded: Vec<(String, String)> = Vec::new();
             for kv in &e.pairs {
@@ -237,9 +188,9 @@ pub fn run(
             };
             run::run(&run_env, state, r)?;
         }
-        StepKind::Add(_) => return Err(StepError::Unsupported("ADD steps")),
-        StepKind::Healthcheck(_) => return Err(StepError::Unsupported("HEALTHCHECK steps")),
-        StepKind::Onbuild(_) => return Err(StepError::Unsupported("ONBUILD steps")),
+        StepKind::Add(a) => add::run(env, state, a, step, place)?,
+        StepKind::Healthcheck(h) => metadata::healthcheck(state, h),
+        StepKind::Onbuild(o) => metadata::onbuild(state, &o.expression),
     }
     Ok(())
 }
@@ -272,43 +223,5 @@ fn command(c: &CommandLine) -> Command {
     match c {
         CommandLine::Exec(v) => Command::Exec(v.clone()),
         CommandLine::Shell(s) => Command::Shell(s.clone()),
-    }
-}
-
-/// `--chown=UID[:GID]`; names need the image's passwd and group files (they land with RUN).
-fn parse_chown(s: &str) -> Result<(u64, u64), StepError> {
-    let (u, g) = s.split_once(':').unwrap_or((s, s));
-    match (u.parse::<u64>(), g.parse::<u64>()) {
-        (Ok(u), Ok(g)) => Ok((u, g)),
-        _ => Err(StepError::Invalid(format!(
-            "--chown={s}: user and group names are not supported yet; use numeric IDs"
-        ))),
-    }
-}
-
-/// `--chmod=OCTAL`.
-fn parse_chmod(s: &str) -> Result<u32, StepError> {
-    u32::from_str_radix(s, 8)
-        .ok()
-        .filter(|m| *m <= 0o7777)
-        .ok_or_else(|| {
-            StepError::Invalid(format!(
-                "invalid --chmod={s}: expected an octal mode such as 755"
-            ))
-        })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chown_and_chmod() {
-        assert_eq!(parse_chown("1000").unwrap(), (1000, 1000));
-        assert_eq!(parse_chown("1:2").unwrap(), (1, 2));
-        assert!(parse_chown("app").is_err());
-        assert_eq!(parse_chmod("755").unwrap(), 0o755);
-        assert!(parse_chmod("9").is_err());
-        assert!(parse_chmod("17777").is_err());
     }
 }

@@ -156,7 +156,10 @@ pub fn run(env: &RunEnv<'_>, state: &mut StageState, run: &RunCommand) -> Result
                 .map_err(|e| StepError::Invalid(e.to_string()))?,
         };
         if mode == SecurityMode::Insecure {
-            return Err(StepError::Unsupported("RUN --security=insecure"));
+            return Err(StepError::Invalid(
+                "RUN --security=insecure is not supported: kiln runs every step in its sandbox"
+                    .into(),
+            ));
         }
     }
     let invocation = command::invocation(state, run);

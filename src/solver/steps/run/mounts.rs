@@ -43,6 +43,7 @@ impl Drop for StepMounts<'_> {
 /// A writable overlay on a read-only directory whose writes are thrown away.
 struct TempOverlay {
     merged: PathBuf,
+    _mountpoint: snapshotter::snapshot::TempMountpoint,
     _dir: tempfile::TempDir,
 }
 
@@ -317,12 +318,12 @@ impl<'a> StepMounts<'a> {
             .prefix("rw-")
             .tempdir_in(ensure(env.step.snapshots.mounts_dir())?)
             .map_err(io_err("preparing a writable bind mount"))?;
-        let (upper, work, merged) = (
-            dir.path().join("upper"),
-            dir.path().join("work"),
-            dir.path().join("merged"),
-        );
-        for d in [&upper, &work, &merged] {
+        let (upper, work) = (dir.path().join("upper"), dir.path().join("work"));
+        // Named for this process, so a killed kiln's mount is swept by the next one.
+        let mountpoint = snapshotter::snapshot::mountpoint_in(env.step.snapshots.mounts_dir())
+            .map_err(|e| StepError::Invalid(format!("preparing a writable bind mount: {e}")))?;
+        let merged = mountpoint.path().to_owned();
+        for d in [&upper, &work] {
             std::fs::DirBuilder::new()
                 .mode(0o755)
                 .create(d)
@@ -354,6 +355,7 @@ impl<'a> StepMounts<'a> {
         })?;
         self.overlays.push(TempOverlay {
             merged: merged.clone(),
+            _mountpoint: mountpoint,
             _dir: dir,
         });
         Ok(merged)

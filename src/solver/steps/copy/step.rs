@@ -1,0 +1,413 @@
+//! The COPY step: expanding its words, preparing the source trees (`--from` views, heredoc
+//! files), resolving `--chown`, and running the copy on a snapshot of the stage (or, for
+//! `--link`, on an empty one whose layer is then stacked). Shared with ADD ([`execute`]).
+//!
+//! `--link` (BuildKit: a copy onto `scratch` merged over the stage, used only without
+//! `--chmod`): the layer holds exactly what a copy onto an empty filesystem writes, so the
+//! destination's symlinks and existing directories in the stage are not looked at and missing
+//! parents are created 0755; it is then stacked like any layer. Unlike BuildKit, the next step
+//! applies it on the stage's snapshot (BuildKit's merge is lazy) and `--chown` names are
+//! resolved in the stage's `/etc/passwd` (BuildKit looks in the empty filesystem and gets 0).
+//!
+//! Not responsible for: planning the copy (the parent module).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use frontend::instructions::SourceContent;
+use frontend::{CopyFrom, CopyStep, Step};
+
+use super::{Chmod, CopyError, CopySpec, Source, chown, copy_into};
+use crate::solver::context::Context;
+use crate::solver::inroot::InRoot;
+use crate::solver::rootfs::{self, LayerSettings, MountedView, StepLayer, Touched};
+use crate::solver::stage::StageState;
+use crate::solver::steps::{StepEnv, StepError, StepPlace};
+
+/// A COPY or ADD ready to run: flags expanded, sources prepared.
+pub(in crate::solver::steps) struct Request<'a> {
+    pub sources: Vec<Source<'a>>,
+    pub spec: CopySpec,
+    /// `--chown` as written (expanded): names are resolved in the image when the copy runs.
+    pub chown: Option<String>,
+    pub link: bool,
+    pub created_by: String,
+}
+
+/// The `created_by` BuildKit records: `COPY [--parents] [--chown=U] [--chmod=M] SRC... DEST`
+/// with the words expanded, and ` # buildkit`.
+pub(in crate::solver::steps) fn history_text(
+    instruction: &str,
+    parents: bool,
+    chown: Option<&str>,
+    chmod: Option<&str>,
+    sources: &[String],
+    heredocs: &[SourceContent],
+    dest: &str,
+) -> String {
+    let mut s = instruction.to_owned();
+    if parents {
+        s.push_str(" --parents");
+    }
+    if let Some(c) = chown {
+        s.push_str(&format!(" --chown={c}"));
+    }
+    if let Some(m) = chmod {
+        s.push_str(&format!(" --chmod={m}"));
+    }
+    for src in sources {
+        s.push(' ');
+        s.push_str(src);
+    }
+    for h in heredocs {
+        s.push_str(" <<");
+        s.push_str(&h.path);
+    }
+    s.push(' ');
+    s.push_str(dest);
+    s.push_str(" # buildkit");
+    s
+}
+
+/// Temporary trees a step's sources live in (heredoc files, downloads, checkouts).
+pub(in crate::solver::steps) struct Scratch {
+    dirs: Vec<tempfile::TempDir>,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        Self { dirs: Vec::new() }
+    }
+
+    /// A new empty directory under `parent`, removed when the step ends.
+    pub fn dir(&mut self, parent: &Path, prefix: &str) -> Result<PathBuf, StepError> {
+        fs_err::create_dir_all(parent).map_err(|e| StepError::Invalid(e.to_string()))?;
+        let d = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(parent)
+            .map_err(|e| StepError::Invalid(format!("creating a temporary directory: {e}")))?;
+        let p = d.path().to_owned();
+        self.dirs.push(d);
+        Ok(p)
+    }
+}
+
+/// Write the heredoc sources into a tree (`0644`, BuildKit's `Mkfile`), expanded unless the
+/// name was quoted.
+pub(in crate::solver::steps) fn heredoc_tree(
+    env: &StepEnv<'_>,
+    scratch: &mut Scratch,
+    contents: &[SourceContent],
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Context>, StepError> {
+    if contents.is_empty() {
+        return Ok(None);
+    }
+    let dir = scratch.dir(env.snapshots.mounts_dir(), "heredoc-")?;
+    let mtime = env.epoch.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    });
+    for c in contents {
+        if c.path.contains('/') || c.path.is_empty() || c.path == "." || c.path == ".." {
+            return Err(StepError::Invalid(format!(
+                "heredoc name `{}` cannot be used as a file name",
+                c.path
+            )));
+        }
+        let data = if c.expand {
+            frontend::expand_heredoc(&c.data, lookup)?
+        } else {
+            c.data.clone()
+        };
+        let file = dir.join(&c.path);
+        fs_err::write(&file, data).map_err(|e| StepError::Invalid(e.to_string()))?;
+        fs_err::set_permissions(&file, std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| StepError::Invalid(e.to_string()))?;
+        set_mtime(&file, mtime)?;
+    }
+    Ok(Some(Context::open(&dir).map_err(CopyError::from)?))
+}
+
+/// Set a host file's mtime (and atime), not following a symlink.
+pub(in crate::solver::steps) fn set_mtime(path: &Path, secs: u64) -> Result<(), StepError> {
+    let t = rustix::fs::Timespec {
+        tv_sec: i64::try_from(secs).unwrap_or(i64::MAX),
+        tv_nsec: 0,
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path,
+        &rustix::fs::Timestamps {
+            last_access: t,
+            last_modification: t,
+        },
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| StepError::Invalid(format!("setting the time of {}: {e}", path.display())))
+}
+
+/// Parse `--exclude` patterns (`.dockerignore` syntax).
+pub(in crate::solver::steps) fn exclude_rules(
+    patterns: &[String],
+) -> Result<Option<frontend::dockerignore::IgnoreRules>, StepError> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    let text: String = patterns.iter().map(|p| format!("{p}\n")).collect();
+    frontend::dockerignore::IgnoreRules::parse(&text)
+        .map(Some)
+        .map_err(|_| StepError::Copy(CopyError::BadExclude(patterns.join(", "))))
+}
+
+/// `--chown` with numbers only needs no image; names are resolved when the rootfs is there.
+fn numeric_chown(spec: &str) -> Option<(u64, u64)> {
+    let (u, g) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let uid = u.parse::<u64>().ok()?;
+    let gid = match g {
+        Some(g) => g.parse::<u64>().ok()?,
+        None => uid,
+    };
+    Some((uid, gid))
+}
+
+/// The filesystem of a `--from` source, mounted read-only while the step runs.
+pub(in crate::solver::steps) struct FromTree<'a> {
+    _view: Option<MountedView<'a>>,
+    _empty: Option<tempfile::TempDir>,
+    pub tree: Context,
+}
+
+/// Mount the filesystem of a stage's (or image's) state for reading.
+pub(in crate::solver::steps) fn state_tree<'a>(
+    env: &StepEnv<'a>,
+    state: &StageState,
+) -> Result<FromTree<'a>, StepError> {
+    let sn = env.snapshots.get()?;
+    let name = rootfs::ensure_chain(
+        sn,
+        env.store.content(),
+        &state.layers,
+        &state.config.rootfs.diff_ids,
+    )?;
+    match name {
+        Some(name) => {
+            let view = rootfs::mount_view(sn, Some(&name), env.snapshots.mounts_dir())?;
+            let tree = Context::open(view.path()).map_err(CopyError::from)?;
+            Ok(FromTree {
+                _view: Some(view),
+                _empty: None,
+                tree,
+            })
+        }
+        // An empty filesystem (a `FROM scratch` stage with no layers).
+        None => {
+            fs_err::create_dir_all(env.snapshots.mounts_dir())
+                .map_err(|e| StepError::Invalid(e.to_string()))?;
+            let d = tempfile::Builder::new()
+                .prefix("empty-")
+                .tempdir_in(env.snapshots.mounts_dir())
+                .map_err(|e| StepError::Invalid(e.to_string()))?;
+            let tree = Context::open(d.path()).map_err(CopyError::from)?;
+            Ok(FromTree {
+                _view: None,
+                _empty: Some(d),
+                tree,
+            })
+        }
+    }
+}
+
+/// The state `--from` names: a stage of this build, or an image (a name that is a stage of
+/// this build wins, which is how an ONBUILD trigger's `--from=stage` finds its stage).
+fn from_state(
+    env: &StepEnv<'_>,
+    place: &StepPlace<'_>,
+    from: &CopyFrom,
+) -> Result<StageState, StepError> {
+    let stage = |i: usize| {
+        place.stages.get(&i).cloned().ok_or_else(|| {
+            StepError::Invalid(format!(
+                "stage {i} was not built before COPY --from used it"
+            ))
+        })
+    };
+    match from {
+        CopyFrom::Stage(id) => stage(id.0),
+        CopyFrom::Image(name) => {
+            if let Some(i) = env.stage_names.get(&name.to_ascii_lowercase()) {
+                return stage(*i);
+            }
+            let r = crate::image::ImageRef::parse(name).map_err(|e| StepError::BaseImage {
+                reference: name.clone(),
+                source: e.into(),
+            })?;
+            crate::solver::base::image_state(env, &r, "")
+        }
+    }
+}
+
+/// Run a COPY step.
+pub(in crate::solver::steps) fn run(
+    env: &StepEnv<'_>,
+    state: &mut StageState,
+    c: &CopyStep,
+    _step: &Step,
+    place: &StepPlace<'_>,
+) -> Result<(), StepError> {
+    let snapshot = state.clone();
+    let lookup = move |name: &str| snapshot.lookup(name);
+    let sources = c
+        .sources
+        .iter()
+        .map(|w| w.expand(&lookup))
+        .collect::<Result<Vec<_>, _>>()?;
+    let dest = c.dest.expand(&lookup)?;
+    let chown = c.chown.as_ref().map(|w| w.expand(&lookup)).transpose()?;
+    let chmod_text = c.chmod.as_ref().map(|w| w.expand(&lookup)).transpose()?;
+    let chmod = chmod_text
+        .as_deref()
+        .map(Chmod::parse)
+        .transpose()
+        .map_err(StepError::Invalid)?;
+    let exclude = c
+        .exclude
+        .iter()
+        .map(|w| w.expand(&lookup))
+        .collect::<Result<Vec<_>, _>>()?;
+    let created_by = history_text(
+        "COPY",
+        c.parents,
+        chown.as_deref(),
+        chmod_text.as_deref(),
+        &sources,
+        &c.contents,
+        &dest,
+    );
+    let from = c
+        .from
+        .as_ref()
+        .map(|f| from_state(env, place, f))
+        .transpose()?;
+    let from_tree = from.as_ref().map(|s| state_tree(env, s)).transpose()?;
+    let tree = from_tree.as_ref().map_or(env.ctx, |f| &f.tree);
+    let mut scratch = Scratch::new();
+    let heredocs = heredoc_tree(env, &mut scratch, &c.contents, &lookup)?;
+    let mut all: Vec<Source<'_>> = sources
+        .iter()
+        .map(|s| Source {
+            tree,
+            path: s.clone(),
+            wildcards: true,
+            unpack: false,
+        })
+        .collect();
+    if let Some(h) = &heredocs {
+        all.extend(c.contents.iter().map(|content| Source {
+            tree: h,
+            path: content.path.clone(),
+            wildcards: false,
+            unpack: false,
+        }));
+    }
+    let request = Request {
+        sources: all,
+        spec: CopySpec {
+            dest,
+            workdir: state.workdir(),
+            chown: None,
+            chmod,
+            epoch: env.epoch,
+            parents: c.parents,
+            exclude: exclude_rules(&exclude)?,
+        },
+        chown,
+        link: c.link,
+        created_by,
+    };
+    execute(env, state, request)
+}
+
+/// Run a prepared COPY/ADD on the stage's filesystem and record its layer and history.
+pub(in crate::solver::steps) fn execute(
+    env: &StepEnv<'_>,
+    state: &mut StageState,
+    request: Request<'_>,
+) -> Result<(), StepError> {
+    let Request {
+        sources,
+        mut spec,
+        chown,
+        link,
+        created_by,
+    } = request;
+    let sn = env.snapshots.get()?;
+    let content = env.store.content();
+    let settings = LayerSettings {
+        epoch: env.epoch,
+        compression: env.compression,
+    };
+    // `--chown` by name reads the stage's own /etc/passwd, also for --link (BuildKit resolves
+    // it on the scratch layer and silently gets root; kiln resolves what the user meant).
+    let numeric = chown.as_deref().map(numeric_chown);
+    let needs_names = matches!(numeric, Some(None));
+    if let Some(Some(ids)) = numeric {
+        spec.chown = Some(ids);
+    }
+    let copy = |root: &InRoot, spec: &CopySpec| -> Result<Option<Touched>, StepError> {
+        let touched = copy_into(&sources, root, spec)?;
+        Ok((!touched.paths.is_empty()).then_some(touched))
+    };
+    // BuildKit links only without --chmod (`cfg.link && cfg.chmod == ""`).
+    let layer = if link && spec.chmod.is_none() {
+        if needs_names {
+            let view = state_tree(env, state)?;
+            let root = InRoot::open(view.tree.root())?;
+            spec.chown = Some(resolve_chown(&root, chown.as_deref())?);
+        }
+        rootfs::file_step(
+            sn,
+            content,
+            None,
+            &[],
+            settings,
+            env.snapshots.mounts_dir(),
+            |root| copy(root, &spec),
+        )?
+    } else {
+        let diff_ids = &state.config.rootfs.diff_ids;
+        let parent = rootfs::ensure_chain(sn, content, &state.layers, diff_ids)?;
+        rootfs::file_step(
+            sn,
+            content,
+            parent.as_ref(),
+            diff_ids,
+            settings,
+            env.snapshots.mounts_dir(),
+            |root| {
+                let mut spec = spec.clone();
+                if needs_names {
+                    spec.chown = Some(resolve_chown(root, chown.as_deref())?);
+                }
+                copy(root, &spec)
+            },
+        )?
+    };
+    match layer {
+        StepLayer::Layer(info) => {
+            state.push_layer(&info, env.compression.media_type(), created_by);
+        }
+        // Nothing matched (an empty wildcard): no layer, as BuildKit's empty diff.
+        StepLayer::Unchanged => state.push_history(created_by, true),
+    }
+    Ok(())
+}
+
+fn resolve_chown(root: &InRoot, chown: Option<&str>) -> Result<(u64, u64), StepError> {
+    let spec = chown.unwrap_or("0");
+    chown::resolve(root, spec).map_err(|e| StepError::Copy(CopyError::Chown(e)))
+}
