@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Container start-to-exit of /bin/true on a busybox rootfs: kiln's embedded sandbox, `crun run`
-# and `runc run`, side by side in one run (100 interleaved runs each by default), printing the
-# medians and the ratios kiln/crun (target <= 0.5) and kiln/runc (target <= 0.2).
+# and `runc run`, side by side in one run (100 runs each by default, each backend's runs back to
+# back as hyperfine runs them; `--order interleaved` rotates backends every run instead — see
+# benches/sandbox_start.rs for why that mixes one run's kernel teardown into the next), printing
+# the medians and the ratios kiln/crun (target <= 0.5) and kiln/runc (target <= 0.2).
 #
 #   sudo benches/sandbox-vs-runtimes.sh [--runs N] [--backends kiln,crun,runc] [--spec CONFIG.json]
+#                                       [--order blocks|interleaved] [--settle-ms MS]
 #
 # Needs root, runc, crun and Debian's busybox-static. All three go through
 # `kiln::sandbox::start` with the same spec (see benches/sandbox_start.rs); the crun and runc rows

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! sandbox_start --bench [--runs N] [--warmup N] [--backends kiln,crun,runc] [--spec CONFIG.json]
-//!               [--rootfs DIR]
+//!               [--rootfs DIR] [--order blocks|interleaved] [--settle-ms MS]
 //! ```
 //!
 //! `--print-spec` writes the spec as JSON and exits (edit it and pass it back with `--spec`, e.g.
@@ -17,6 +17,15 @@
 //! that drifting machine load hits every backend alike. A run is `start` → `wait` with every
 //! stream on `/dev/null`; for crun and runc it includes kiln's bundle handling (a temp dir with
 //! `config.json`, removed after), which is timed on its own and printed as `bundle only`.
+//!
+//! `--order blocks` (the default, as hyperfine and `../shared/bench/bench-start.sh` run commands)
+//! runs each backend's warm-up and runs back to back, one backend after the other;
+//! `--order interleaved` rotates backends every round. On this machine (2 vCPUs of a VM)
+//! interleaving does not measure a steady state: a run's asynchronous kernel work (network
+//! namespace teardown in a workqueue, RCU callbacks) lands on the next run of another backend,
+//! and an idle vCPU is slow to wake, so short runs pay for the long ones' leftovers — measured
+//! here: kiln alone 3.0 ms median; interleaved with runc and crun 10-12 ms with a p10 of 3.2 ms;
+//! with a 50 ms pause (`--settle-ms 50`, spinning) between runs even kiln alone takes 14 ms.
 //! Without `--spec` the spec is the one kiln makes for a `RUN` step (`sandbox::spec::build` with
 //! its defaults: Docker's namespaces, capabilities, seccomp profile, masked paths and device
 //! rules) with `args = ["/bin/true"]`.
@@ -55,6 +64,8 @@ struct Options {
     spec: Option<PathBuf>,
     rootfs: Option<PathBuf>,
     print_spec: bool,
+    settle: Duration,
+    interleaved: bool,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -65,6 +76,8 @@ fn parse(args: &[String]) -> Result<Options, String> {
         spec: None,
         rootfs: None,
         print_spec: false,
+        settle: Duration::ZERO,
+        interleaved: false,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -80,6 +93,17 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--spec" => o.spec = Some(value()?.into()),
             "--rootfs" => o.rootfs = Some(value()?.into()),
             "--print-spec" => o.print_spec = true,
+            "--order" => {
+                o.interleaved = match value()?.as_str() {
+                    "blocks" => false,
+                    "interleaved" => true,
+                    other => return Err(format!("--order: `{other}` is not blocks|interleaved")),
+                }
+            }
+            "--settle-ms" => {
+                let ms: u64 = value()?.parse().map_err(|e| format!("--settle-ms: {e}"))?;
+                o.settle = Duration::from_millis(ms);
+            }
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
@@ -143,13 +167,25 @@ fn run(args: &[String]) -> Result<bool, String> {
         })
         .collect();
 
-    for round in 0..o.warmup + o.runs {
-        let count = series.len();
-        for k in 0..count {
-            let s = &mut series[(round + k) % count];
+    let count = series.len();
+    let rounds = o.warmup + o.runs;
+    // (round, series index) in the order the runs happen.
+    let schedule: Vec<(usize, usize)> = if o.interleaved {
+        (0..rounds)
+            .flat_map(|round| (0..count).map(move |k| (round, (round + k) % count)))
+            .collect()
+    } else {
+        (0..count)
+            .flat_map(|i| (0..rounds).map(move |round| (round, i)))
+            .collect()
+    };
+    for (round, index) in schedule {
+        {
+            let s = &mut series[index];
             if s.failure.is_some() {
                 continue;
             }
+            settle(o.settle);
             let id = format!("kiln-bench-{}-{}-{round}", s.name, std::process::id());
             let timed = match &s.subject {
                 Subject::Container(backend) => start_to_exit(backend, &id, &spec),
@@ -165,6 +201,16 @@ fn run(args: &[String]) -> Result<bool, String> {
     let bundle = bundle_only(&spec, o.runs)?;
     report(&o, &series, &bundle).map_err(|e| e.to_string())?;
     Ok(series.iter().all(|s| s.failure.is_none()))
+}
+
+/// Wait `d` spinning, not sleeping: an idle vCPU is descheduled by the hypervisor and every
+/// backend's next run would pay for waking it (measured: sleeping 50 ms between runs made all
+/// three backends 1.5x slower).
+fn settle(d: Duration) {
+    let until = Instant::now() + d;
+    while Instant::now() < until {
+        std::hint::spin_loop();
+    }
 }
 
 /// `start` → `wait` of one container; a non-zero exit is a failure.
@@ -247,8 +293,15 @@ fn report(o: &Options, series: &[Series], bundle: &[Duration]) -> std::io::Resul
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "start-to-exit of /bin/true, {} runs per backend (after {} warm-up rounds), interleaved",
-        o.runs, o.warmup
+        "start-to-exit of /bin/true, {} runs per backend (after {} warm-up runs), {}, {} ms pause between runs",
+        o.runs,
+        o.warmup,
+        if o.interleaved {
+            "interleaved"
+        } else {
+            "in blocks"
+        },
+        o.settle.as_millis()
     )?;
     writeln!(
         out,
