@@ -1129,3 +1129,62 @@ fn a_fork_bomb_is_contained_by_the_pids_limit() {
         "fork bomb under pids.max=64: {seen}"
     );
 }
+
+/// kiln ignores SIGPIPE (Rust's runtime does) and the test harness may block signals: none of
+/// that reaches the container's process.
+#[test]
+fn signal_dispositions_and_mask_are_reset() {
+    let fs = rootfs!();
+    // Block and ignore a few signals in this thread for the duration of the start.
+    // SAFETY: plain signal-mask and disposition calls on this thread / process.
+    let old_usr2 = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        libc::signal(libc::SIGUSR2, libc::SIG_IGN)
+    };
+    // Exec form: the process itself, no shell in between.
+    let out = run_ok(&spec(
+        fs.path(),
+        &["grep", "-E", "^Sig(Blk|Ign):", "/proc/self/status"],
+    ));
+    // SAFETY: restoring what was changed above.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::signal(libc::SIGUSR2, old_usr2);
+    }
+    assert!(
+        out.lines().any(|l| l == "SigBlk:\t0000000000000000"),
+        "{out}"
+    );
+    assert!(
+        out.lines().any(|l| l == "SigIgn:\t0000000000000000"),
+        "{out}"
+    );
+}
+
+/// Output reaches the caller while the process still runs (no buffering until exit).
+#[test]
+fn output_is_streamed_live() {
+    let fs = rootfs!();
+    let s = sh(fs.path(), "echo first; sleep 3; echo second");
+    let stdio = StdioConfig {
+        stdout: Stdio::Pipe,
+        ..StdioConfig::default()
+    };
+    let started = Instant::now();
+    let mut c = sandbox::start(&Backend::Embedded, "it-live", &s, stdio).unwrap();
+    let mut lines = BufReader::new(c.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "first");
+    let first_at = started.elapsed();
+    assert!(
+        first_at < Duration::from_secs(2),
+        "the first line arrived after {first_at:?}"
+    );
+    assert_eq!(lines.next().unwrap().unwrap(), "second");
+    assert_eq!(c.wait().unwrap(), ExitStatus::Code(0));
+}

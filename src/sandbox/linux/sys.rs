@@ -177,15 +177,26 @@ pub(super) fn wait_signal(set: SigSet) -> Result<libc::c_int, Errno> {
 /// Sets the disposition of every catchable signal to `SIG_DFL` (an ignored signal, such as
 /// the `SIGPIPE` Rust programs ignore, would otherwise stay ignored across `execve`).
 pub(super) fn reset_signal_dispositions() {
-    // SAFETY: sigaction is plain data; all-zero means SIG_DFL, no flags, empty mask.
-    let dfl: libc::sigaction = unsafe { std::mem::zeroed() };
+    // The kernel's `struct sigaction` (handler, flags, restorer, 64-bit mask on x86-64 and
+    // arm64), all zero: SIG_DFL, no flags, empty mask. The raw system call, because glibc's
+    // `sigaction` refuses its reserved real-time signals (32, 33), which the caller may have
+    // ignored all the same.
+    let dfl = [0u64; 4];
     for sig in 1..=64 {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
         }
-        // SAFETY: async-signal-safe; errors (libc's reserved signals, numbers above SIGRTMAX)
-        // are expected and harmless.
-        unsafe { libc::sigaction(sig, &dfl, std::ptr::null_mut()) };
+        // SAFETY: async-signal-safe raw system call with a valid pointer and the kernel's
+        // sigset size; errors (numbers above SIGRTMAX) are harmless.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                dfl.as_ptr(),
+                std::ptr::null_mut::<u64>(),
+                8usize,
+            )
+        };
     }
 }
 
