@@ -18,7 +18,8 @@
 //! - namespaces: pid, ipc, uts, mount, network (unless [`Network::Host`]); cgroup when cgroup v2
 //!   is mounted (BuildKit's `cgroupV2NamespaceSupported`: on a v1 or hybrid host a cgroup
 //!   namespace over non-standard hierarchies fails with `EINVAL`, moby/buildkit#4108), or as
-//!   [`CgroupNamespace`] says;
+//!   [`CgroupNamespace`] says; user only as [`UserNamespace`] says (rootless mode: Docker and
+//!   BuildKit run without one unless asked);
 //! - mounts, in containerd's order, without its `/run` tmpfs (BuildKit removes it,
 //!   moby/buildkit#429): `/proc`, `/dev`, `/dev/pts`, `/dev/shm`, `/dev/mqueue`, `/sys`, then the
 //!   `etc_files` as read-only binds (`nosuid,noexec,nodev,rbind,ro`, BuildKit's `withROBind`),
@@ -43,8 +44,8 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
     Capabilities, Capability, LinuxCapabilities, LinuxDeviceCgroup, LinuxDeviceType,
-    LinuxNamespace, LinuxNamespaceType, LinuxResources, Mount, PosixRlimit, Process, Root, Spec,
-    User as OciUser,
+    LinuxIdMapping, LinuxIdMappingBuilder, LinuxNamespace, LinuxNamespaceType, LinuxResources,
+    Mount, PosixRlimit, Process, Root, Spec, User as OciUser,
 };
 
 use super::seccomp::{self, Profile};
@@ -170,6 +171,67 @@ pub enum SeccompPolicy {
     Profile(Box<Profile>),
 }
 
+/// One range of ids mapped into a user namespace: `size` ids from `container_id` onto
+/// `host_id` and up (ids of the caller's user namespace).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdMapping {
+    pub container_id: u32,
+    pub host_id: u32,
+    pub size: u32,
+}
+
+/// Whether the container gets a user namespace (rootless mode).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum UserNamespace {
+    /// The caller's own: container root is the caller's root (Docker's default).
+    #[default]
+    Host,
+    /// A new user namespace with these maps (`linux.uidMappings`/`gidMappings`). Container
+    /// root's capabilities then only reach namespaces the new one owns; host files owned by
+    /// unmapped ids show as 65534. The rootfs must be owned by the ids root maps to (see
+    /// `sandbox::linux`'s user namespace docs).
+    Private {
+        uid_mappings: Vec<IdMapping>,
+        gid_mappings: Vec<IdMapping>,
+    },
+    /// Join the user namespace at this path (e.g. `/proc/PID/ns/user` of another container);
+    /// the container's other new namespaces are then owned by it.
+    Join(PathBuf),
+}
+
+impl UserNamespace {
+    /// Rootless with one id: uid and gid 0 in the container are the caller's effective uid
+    /// and gid (what `unshare --map-root-user` does; no helper or `/etc/subuid` needed, but
+    /// `setgroups` is denied in the container and no other id exists there).
+    pub fn map_root_to_caller() -> Self {
+        let one = |host_id: u32| {
+            vec![IdMapping {
+                container_id: 0,
+                host_id,
+                size: 1,
+            }]
+        };
+        UserNamespace::Private {
+            uid_mappings: one(rustix::process::geteuid().as_raw()),
+            gid_mappings: one(rustix::process::getegid().as_raw()),
+        }
+    }
+
+    /// Ids `0..size` of the container onto `host_id..host_id + size`, for uids and gids alike
+    /// (e.g. `0 100000 65536`, a range from `/etc/subuid`).
+    pub fn shifted(host_id: u32, size: u32) -> Self {
+        let range = vec![IdMapping {
+            container_id: 0,
+            host_id,
+            size,
+        }];
+        UserNamespace::Private {
+            uid_mappings: range.clone(),
+            gid_mappings: range,
+        }
+    }
+}
+
 /// A host file bound read-only over a path of the container, e.g. `/etc/hosts`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EtcFile {
@@ -207,6 +269,7 @@ pub struct SandboxConfig {
     /// The container's cgroup, relative to the cgroup root (the runtime picks one if `None`).
     pub cgroups_path: Option<String>,
     pub cgroup_namespace: CgroupNamespace,
+    pub user_namespace: UserNamespace,
     /// Process rlimits; empty means inherit kiln's (BuildKit without `--ulimit`).
     pub rlimits: Vec<PosixRlimit>,
     pub readonly_rootfs: bool,
@@ -232,6 +295,7 @@ impl Default for SandboxConfig {
             resources: None,
             cgroups_path: None,
             cgroup_namespace: CgroupNamespace::default(),
+            user_namespace: UserNamespace::default(),
             rlimits: Vec::new(),
             readonly_rootfs: false,
             no_new_privileges: false,
@@ -297,8 +361,18 @@ pub fn build(cfg: &SandboxConfig) -> Result<Spec> {
     linux.set_devices(Some(Vec::new()));
     linux.set_resources(Some(resources(cfg)));
     linux.set_cgroups_path(cfg.cgroups_path.as_ref().map(PathBuf::from));
-    linux.set_uid_mappings(None);
-    linux.set_gid_mappings(None);
+    let (uid_mappings, gid_mappings) = match &cfg.user_namespace {
+        UserNamespace::Host | UserNamespace::Join(_) => (None, None),
+        UserNamespace::Private {
+            uid_mappings,
+            gid_mappings,
+        } => (
+            Some(id_mappings(uid_mappings)?),
+            Some(id_mappings(gid_mappings)?),
+        ),
+    };
+    linux.set_uid_mappings(uid_mappings);
+    linux.set_gid_mappings(gid_mappings);
     linux.set_sysctl(None);
     linux.set_rootfs_propagation(None);
     linux.set_mount_label(None);
@@ -340,6 +414,14 @@ fn validate(cfg: &SandboxConfig) -> Result<()> {
             "`{}` is not an absolute container path",
             f.destination
         ));
+    }
+    if let UserNamespace::Private {
+        uid_mappings,
+        gid_mappings,
+    } = &cfg.user_namespace
+        && (uid_mappings.is_empty() || gid_mappings.is_empty())
+    {
+        return bad("a user namespace needs at least one uid and one gid mapping".into());
     }
     if let Some(m) = cfg.mounts.iter().find(|m| !m.destination().is_absolute()) {
         return bad(format!(
@@ -469,7 +551,22 @@ fn namespace(typ: LinuxNamespaceType, path: Option<PathBuf>) -> LinuxNamespace {
     ns
 }
 
-/// containerd's order (pid, ipc, uts, mount, network), then cgroup as BuildKit appends it.
+fn id_mappings(ranges: &[IdMapping]) -> Result<Vec<LinuxIdMapping>> {
+    ranges
+        .iter()
+        .map(|r| {
+            LinuxIdMappingBuilder::default()
+                .container_id(r.container_id)
+                .host_id(r.host_id)
+                .size(r.size)
+                .build()
+                .map_err(|e| SandboxError::Spec(format!("id mapping: {e}")))
+        })
+        .collect()
+}
+
+/// containerd's order (pid, ipc, uts, mount, network), then cgroup as BuildKit appends it,
+/// then user (rootless mode).
 fn namespaces(cfg: &SandboxConfig) -> Vec<LinuxNamespace> {
     let mut out = vec![
         namespace(LinuxNamespaceType::Pid, None),
@@ -477,6 +574,13 @@ fn namespaces(cfg: &SandboxConfig) -> Vec<LinuxNamespace> {
         namespace(LinuxNamespaceType::Uts, None),
         namespace(LinuxNamespaceType::Mount, None),
     ];
+    match &cfg.user_namespace {
+        UserNamespace::Host => {}
+        UserNamespace::Private { .. } => out.push(namespace(LinuxNamespaceType::User, None)),
+        UserNamespace::Join(path) => {
+            out.push(namespace(LinuxNamespaceType::User, Some(path.clone())));
+        }
+    }
     match &cfg.network {
         Network::Private => out.push(namespace(LinuxNamespaceType::Network, None)),
         Network::Host => {}

@@ -1,10 +1,12 @@
 //! The build engine: takes a Dockerfile and a context, runs the target stage's steps, and exports
 //! an OCI image into the store.
 //!
-//! Today steps run in order, one stage at a time, and each COPY writes its layer straight from
-//! the context (as its `.dockerignore` leaves it); the seams are where the full engine slots in: `base` resolves FROM (store or
-//! registry), `steps` runs one instruction against a [`StageState`], `export` writes the image.
-//! The parallel scheduler and the cache (DESIGN.md decision 4) replace the loop in [`build`].
+//! Stages run as a graph ([`schedule`]): each starts once the stages it needs are built, several
+//! at once, its steps in order; the first failure cancels the rest. Each COPY writes its layer
+//! straight from the context (as its `.dockerignore` leaves it); the seams are where the full
+//! engine slots in: `base` resolves FROM (store or registry), `steps` runs one instruction
+//! against a [`StageState`], `export` writes the image. The cache (DESIGN.md decision 4) wraps
+//! the steps that [`build`]'s stage runner calls.
 //! File steps (COPY, WORKDIR) run on snapshots of the stage's filesystem (`rootfs`: base layers
 //! unpacked by ChainID, the step's writes made root-bounded through `inroot`, the layer diffed
 //! from the snapshot); the snapshotter is opened only when such a step runs.
@@ -16,7 +18,9 @@ pub mod context;
 pub mod export;
 pub mod inroot;
 pub mod output;
+pub mod reuse;
 pub mod rootfs;
+pub mod schedule;
 pub mod stage;
 pub mod steps;
 
@@ -33,6 +37,7 @@ use crate::progress::{Event, Reporter, StepId};
 use crate::registry::RegistryOptions;
 use crate::store::{Store, StoreError};
 use context::{Context, ContextError};
+use schedule::{Cancel, Halt};
 use stage::StageState;
 pub use steps::StepError;
 
@@ -91,6 +96,9 @@ pub enum BuildError {
     Context(#[from] ContextError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The build was canceled before it finished, without a step failing.
+    #[error("the build was canceled")]
+    Canceled,
 }
 
 /// Run a build and tag the result.
@@ -117,6 +125,8 @@ pub fn build(
         .iter()
         .filter_map(|s| Some((s.name.as_ref()?.as_str().to_ascii_lowercase(), s.id.0)))
         .collect();
+    let history = reuse::LayerHistory::new(store);
+    let cancel = Cancel::new();
     let env = steps::StepEnv {
         build_args: &req.build_args,
         run: &req.run,
@@ -128,47 +138,22 @@ pub fn build(
         epoch: req.source_date_epoch,
         compression: req.compression,
         reporter,
+        history: &history,
+        cancel: &cancel,
     };
 
-    let total: usize = plan.stages.iter().map(|s| s.steps.len() + 1).sum();
-    let mut index = 0;
-    let mut done: BTreeMap<usize, StageState> = BTreeMap::new();
-    for stage in &plan.stages {
-        // BuildKit's progress names: `[2/5]` in a one-stage build, `[builder 2/5]` otherwise.
-        let label = match (&stage.name, plan.stages.len()) {
-            (_, 1) => String::new(),
-            (Some(n), _) => n.as_str().to_owned(),
-            (None, _) => format!("stage-{}", stage.id.0),
-        };
-        index += 1;
-        let step = StepId {
-            stage: label.clone(),
-            index,
-            total,
-        };
-        let mut state = reported(reporter, step, &stage.original, stage.location.span, || {
-            base::resolve(&env, stage, &done, &created)
-        })?;
-        for s in &stage.steps {
-            index += 1;
-            let step = StepId {
-                stage: label.clone(),
-                index,
-                total,
-            };
-            let place = steps::StepPlace {
-                id: step.clone(),
-                stages: &done,
-            };
-            reported(reporter, step, &s.original, s.location.span, || {
-                steps::run(&env, &mut state, s, &place)
-            })?;
-        }
-        done.insert(stage.id.0, state);
-    }
-    let final_state = done
-        .remove(&plan.target_stage().id.0)
-        .expect("the target stage was built");
+    let graph = StageGraph::of(&plan);
+    let stages = schedule::run_graph(
+        &graph.deps,
+        schedule::default_limit(),
+        &cancel,
+        |i, finished| graph.run_stage(&env, &plan, i, finished, &created),
+    );
+    let final_state = match stages {
+        Ok(mut states) => states.swap_remove(plan.target),
+        Err(Halt::Failed(e)) => return Err(e),
+        Err(Halt::Canceled) => return Err(BuildError::Canceled),
+    };
     let (manifest, image_id) = export::export(store, &final_state, &req.labels)?;
     reporter.event(Event::Exported {
         image_id: image_id.to_string(),
@@ -183,39 +168,141 @@ pub fn build(
     Ok(BuildOutput { manifest, image_id })
 }
 
+/// The plan's stages as a graph for [`schedule::run_graph`]: dependencies by position in
+/// `plan.stages`, and where each stage's step numbers start.
+struct StageGraph {
+    /// `deps[i]`: positions of the stages stage `i` needs (FROM, `COPY --from`,
+    /// `RUN --mount from=`).
+    deps: Vec<Vec<usize>>,
+    /// The progress index of each stage's FROM step: stages are numbered in file order, each
+    /// FROM then its steps, as the sequential build numbered them (BuildKit numbers a
+    /// Dockerfile's vertices the same way, whatever order they run in).
+    first_index: Vec<usize>,
+    total: usize,
+}
+
+impl StageGraph {
+    fn of(plan: &frontend::BuildPlan) -> Self {
+        let position = |id: frontend::StageId| plan.stages.binary_search_by_key(&id, |s| s.id).ok();
+        let deps = plan
+            .stages
+            .iter()
+            .map(|s| s.dependencies.iter().filter_map(|d| position(*d)).collect())
+            .collect();
+        let mut first_index = Vec::with_capacity(plan.stages.len());
+        let mut next = 1;
+        for stage in &plan.stages {
+            first_index.push(next);
+            next += stage.steps.len() + 1;
+        }
+        Self {
+            deps,
+            first_index,
+            total: next - 1,
+        }
+    }
+
+    /// Build stage `i` (its FROM, then its steps in order) on a scheduler thread; the stages
+    /// it needs are in `finished`. A step starts only while the build is not canceled.
+    fn run_stage(
+        &self,
+        env: &steps::StepEnv<'_>,
+        plan: &frontend::BuildPlan,
+        i: usize,
+        finished: &schedule::Finished<'_, StageState>,
+        created: &str,
+    ) -> Result<StageState, Halt<BuildError>> {
+        let stage = &plan.stages[i];
+        // The stage sees exactly the stages it depends on, whatever else has finished by now,
+        // so that what it builds does not depend on timing.
+        let done: BTreeMap<usize, StageState> = self.deps[i]
+            .iter()
+            .map(|&d| {
+                let state = finished
+                    .get(d)
+                    .expect("a stage starts after its dependencies");
+                (plan.stages[d].id.0, state.clone())
+            })
+            .collect();
+        // BuildKit's progress names: `[2/5]` in a one-stage build, `[builder 2/5]` otherwise.
+        let label = match (&stage.name, plan.stages.len()) {
+            (_, 1) => String::new(),
+            (Some(n), _) => n.as_str().to_owned(),
+            (None, _) => format!("stage-{}", stage.id.0),
+        };
+        let step_id = |index| StepId {
+            stage: label.clone(),
+            index,
+            total: self.total,
+        };
+        let first = self.first_index[i];
+        let mut state = reported(
+            env,
+            step_id(first),
+            &stage.original,
+            stage.location.span,
+            || base::resolve(env, stage, &done, created),
+        )?;
+        for (n, s) in stage.steps.iter().enumerate() {
+            let step = step_id(first + 1 + n);
+            let place = steps::StepPlace {
+                id: step.clone(),
+                stages: &done,
+            };
+            reported(env, step, &s.original, s.location.span, || {
+                steps::run(env, &mut state, s, &place)
+            })?;
+        }
+        Ok(state)
+    }
+}
+
 /// Run one step between its start and finish events; a failure carries the step's location.
+///
+/// Nothing starts once the build is canceled. A step that fails first cancels the build and
+/// reports `StepFailed`; a step that fails after that (a RUN whose container the cancellation
+/// killed) reports nothing more, so the renderers show it `CANCELED` when the build ends, as
+/// BuildKit shows the vertices its canceled context stopped.
 fn reported<T>(
-    reporter: &dyn Reporter,
+    env: &steps::StepEnv<'_>,
     step: StepId,
     text: &str,
     span: Span,
     run: impl FnOnce() -> Result<T, StepError>,
-) -> Result<T, BuildError> {
+) -> Result<T, Halt<BuildError>> {
+    if env.cancel.is_canceled() {
+        return Err(Halt::Canceled);
+    }
     let started = Instant::now();
-    reporter.event(Event::StepStarted {
+    env.reporter.event(Event::StepStarted {
         step: step.clone(),
         text: text.to_owned(),
     });
-    let out = match run() {
-        Ok(out) => out,
-        Err(source) => {
-            reporter.event(Event::StepFailed {
+    let source = match run() {
+        Ok(out) => {
+            env.reporter.event(Event::StepFinished {
+                step,
+                elapsed: started.elapsed(),
+            });
+            return Ok(out);
+        }
+        Err(source) => source,
+    };
+    match env.cancel.fail(source) {
+        Halt::Failed(source) => {
+            env.reporter.event(Event::StepFailed {
                 step,
                 elapsed: started.elapsed(),
                 error: source.to_string(),
             });
-            return Err(BuildError::Step {
+            Err(Halt::Failed(BuildError::Step {
                 span,
                 instruction: text.to_owned(),
                 source,
-            });
+            }))
         }
-    };
-    reporter.event(Event::StepFinished {
-        step,
-        elapsed: started.elapsed(),
-    });
-    Ok(out)
+        Halt::Canceled => Err(Halt::Canceled),
+    }
 }
 
 /// The platform args for a native build (build platform = target platform = this host).

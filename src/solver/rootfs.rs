@@ -46,6 +46,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use snapshotter::apply::{ApplyError, ApplyExpect, ApplyOptions, WhiteoutMode, apply};
+use snapshotter::compress::EncodeOptions;
 use snapshotter::diff::{CopyUps, DiffError, DiffOptions, OverlayXattrs, diff_upperdir};
 use snapshotter::layer::{
     Compression, Entry, EntryKind, LayerError, LayerInfo, LayerPath, LayerWriter,
@@ -57,6 +58,7 @@ use snapshotter::snapshot::{
 use snapshotter::{BlobDigest, ChainId, DiffId};
 
 use super::inroot::{InRoot, InRootError, StatKind};
+use super::reuse::{LayerHistory, StepKey};
 use crate::image::Descriptor;
 use crate::store::{ContentStore, Expected, Store, StoreError};
 
@@ -101,10 +103,12 @@ type Result<T> = std::result::Result<T, RootfsError>;
 
 /// How a step's layer is written.
 #[derive(Debug, Clone, Copy)]
-pub struct LayerSettings {
+pub struct LayerSettings<'a> {
     /// `SOURCE_DATE_EPOCH`: clamps mtimes in the layer.
     pub epoch: Option<u64>,
     pub compression: Compression,
+    /// Reuse of the blob the same step made before, if any (`solver::reuse`).
+    pub reuse: Option<Reuse<'a>>,
 }
 
 /// The store's snapshotter, opened on first use.
@@ -295,11 +299,15 @@ pub fn file_step<E: From<RootfsError>>(
     content: &ContentStore,
     parent: Option<&CommittedName>,
     parent_diff_ids: &[DiffId],
-    layer: LayerSettings,
+    layer: LayerSettings<'_>,
     mount_parent: &std::path::Path,
     write: impl FnOnce(&InRoot) -> std::result::Result<Option<Touched>, E>,
 ) -> std::result::Result<StepLayer, E> {
-    let LayerSettings { epoch, compression } = layer;
+    let LayerSettings {
+        epoch,
+        compression,
+        reuse,
+    } = layer;
     let active = sn
         .prepare(unique_key("step").map_err(E::from)?, parent)
         .map_err(RootfsError::from)?;
@@ -340,7 +348,8 @@ pub fn file_step<E: From<RootfsError>>(
     let Some(touched) = touched else {
         return Ok(StepLayer::Unchanged);
     };
-    let mut layer = LayerWriter::new(content.writer().map_err(RootfsError::from)?, compression);
+    let key = reuse.map(|r| (r.history, r.key(parent_diff_ids)));
+    let mut layer = layer_writer(content, compression, key.as_ref())?;
     match active.changes() {
         Changes::Upper(upper) => {
             let options = DiffOptions {
@@ -355,18 +364,66 @@ pub fn file_step<E: From<RootfsError>>(
             touched_layer(&root, &touched, epoch, &mut layer)?;
         }
     }
-    let (writer, info) = layer.finish().map_err(RootfsError::from)?;
-    writer
-        .commit(Some(Expected {
-            digest: info.digest.0,
-            size: Some(info.size),
-        }))
-        .map_err(RootfsError::from)?;
+    let info = commit_layer(layer, key.as_ref())?;
     let mut diff_ids = parent_diff_ids.to_vec();
     diff_ids.push(info.diff_id);
     let chain = ChainId::of_stack(&diff_ids).expect("a non-empty stack");
     commit_or_reuse(sn, active, &mut guard, CommittedName::for_chain(&chain))?;
     Ok(StepLayer::Layer(info))
+}
+
+/// Where a step's layer may reuse the blob the same step made before (`solver::reuse`).
+#[derive(Debug, Clone, Copy)]
+pub struct Reuse<'a> {
+    pub history: &'a LayerHistory,
+    /// The instruction as written.
+    pub instruction: &'a str,
+}
+
+impl Reuse<'_> {
+    fn key(&self, parent_diff_ids: &[DiffId]) -> StepKey {
+        StepKey::new(
+            ChainId::of_stack(parent_diff_ids).as_ref(),
+            self.instruction,
+        )
+    }
+}
+
+type BlobLayerWriter = LayerWriter<crate::store::BlobWriter>;
+
+/// A layer writer into the content store, reusing the step's previous blob when there is one.
+fn layer_writer(
+    content: &ContentStore,
+    compression: Compression,
+    key: Option<&(&LayerHistory, StepKey)>,
+) -> Result<BlobLayerWriter> {
+    let previous = key.and_then(|(h, k)| h.previous(k, content, compression));
+    let options = EncodeOptions {
+        previous,
+        ..EncodeOptions::default()
+    };
+    Ok(LayerWriter::with_options(
+        content.writer()?,
+        compression,
+        options,
+    ))
+}
+
+/// Finish a layer, commit its blob (verified), and record it for the next re-export.
+fn commit_layer(
+    writer: BlobLayerWriter,
+    key: Option<&(&LayerHistory, StepKey)>,
+) -> Result<LayerInfo> {
+    let (blob, encoded) = writer.finish_encoded()?;
+    let info = LayerInfo::from(&encoded);
+    blob.commit(Some(Expected {
+        digest: info.digest.0,
+        size: Some(info.size),
+    }))?;
+    if let Some((history, key)) = key {
+        history.record(key, &encoded);
+    }
+    Ok(info)
 }
 
 /// A read-only view of a committed snapshot, mounted under `mount_parent`; unmounted and
@@ -432,11 +489,15 @@ pub fn process_step<E: From<RootfsError>>(
     content: &ContentStore,
     parent: Option<&CommittedName>,
     parent_diff_ids: &[DiffId],
-    layer: LayerSettings,
+    layer: LayerSettings<'_>,
     mount_parent: &Path,
     run: impl FnOnce(&Path) -> std::result::Result<(), E>,
 ) -> std::result::Result<StepLayer, E> {
-    let LayerSettings { epoch, compression } = layer;
+    let LayerSettings {
+        epoch,
+        compression,
+        reuse,
+    } = layer;
     let active = sn
         .prepare(unique_key("run").map_err(E::from)?, parent)
         .map_err(RootfsError::from)?;
@@ -460,7 +521,8 @@ pub fn process_step<E: From<RootfsError>>(
         }
         StorageDriver::Copy => run(write_target(active.changes()))?,
     }
-    let mut writer = LayerWriter::new(content.writer().map_err(RootfsError::from)?, compression);
+    let key = reuse.map(|r| (r.history, r.key(parent_diff_ids)));
+    let mut writer = layer_writer(content, compression, key.as_ref())?;
     let summary = match active.changes() {
         Changes::Upper(upper) => {
             let view = parent
@@ -490,12 +552,7 @@ pub fn process_step<E: From<RootfsError>>(
         // Dropping the writer discards its temporary blob; the guard removes the snapshot.
         return Ok(StepLayer::Unchanged);
     }
-    let (blob, info) = writer.finish().map_err(RootfsError::from)?;
-    blob.commit(Some(Expected {
-        digest: info.digest.0,
-        size: Some(info.size),
-    }))
-    .map_err(RootfsError::from)?;
+    let info = commit_layer(writer, key.as_ref())?;
     let mut diff_ids = parent_diff_ids.to_vec();
     diff_ids.push(info.diff_id);
     let chain = ChainId::of_stack(&diff_ids).expect("a non-empty stack");
@@ -649,6 +706,7 @@ mod tests {
                 LayerSettings {
                     epoch: Some(100),
                     compression: Compression::Gzip,
+                    reuse: None,
                 },
                 &mounts,
                 |root| {
@@ -704,6 +762,7 @@ mod tests {
             LayerSettings {
                 epoch: None,
                 compression: Compression::Gzip,
+                reuse: None,
             },
             &mounts,
             |root| {
@@ -730,6 +789,7 @@ mod tests {
             LayerSettings {
                 epoch: None,
                 compression: Compression::Gzip,
+                reuse: None,
             },
             &mounts,
             |_| Ok(None),

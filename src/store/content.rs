@@ -126,8 +126,15 @@ impl ContentStore {
         })
     }
 
-    /// Remove a blob. Missing blobs are not an error.
+    /// Remove a blob (and the member index kept for re-exporting it, see `solver::reuse`).
+    /// Missing blobs are not an error.
     pub fn delete(&self, digest: &Digest) -> Result<()> {
+        let index = self
+            .layout
+            .layers_dir()
+            .join("indexes")
+            .join(format!("{}.json", digest.hex()));
+        let _ = fs_err::remove_file(index);
         match fs_err::remove_file(self.layout.blob(digest)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),

@@ -78,6 +78,12 @@ impl Layout {
         self.root.join("mnt")
     }
 
+    /// Member indexes of the layer blobs kiln wrote, and which step made which (incremental
+    /// re-export, `solver::reuse`).
+    pub fn layers_dir(&self) -> PathBuf {
+        self.root.join("layers")
+    }
+
     /// RUN `--mount=type=cache` directories, one per cache id (`kiln builder prune` clears them).
     pub fn cache_mounts_dir(&self) -> PathBuf {
         self.root.join("cache").join("mounts")

@@ -161,6 +161,11 @@ impl Store {
         self.layout.mounts_dir()
     }
 
+    /// Member indexes and step records for incremental re-export (see `layout`).
+    pub fn layers_dir(&self) -> PathBuf {
+        self.layout.layers_dir()
+    }
+
     /// Where RUN cache mounts live (see `layout`); not created here.
     pub fn cache_mounts_dir(&self) -> PathBuf {
         self.layout.cache_mounts_dir()

@@ -444,3 +444,57 @@ fn oci_runtimes_give_the_same_layer() {
     assert!(out.stderr.contains("kiln-rt"), "{}", out.stderr);
     assert!(digests.windows(2).all(|w| w[0].1 == w[1].1), "{digests:?}");
 }
+
+/// A kiln killed in the middle of a RUN leaves no container running (the container dies with
+/// it) and no mount that the next kiln does not sweep.
+#[test]
+fn a_killed_build_leaves_no_container_and_no_mount() {
+    let f = skip_unless!(Fixture::new());
+    let marker = format!("kiln-killed-build-{}", std::process::id());
+    write_files(
+        f.ctx.path(),
+        &[(
+            "Dockerfile",
+            &format!("FROM busybox:local\nRUN sh -c 'sleep 1000; echo {marker}'\n"),
+        )],
+    );
+    let mut child = harness::kiln_cmd(f.root.path())
+        .env("KILN_STORAGE_DRIVER", f.driver)
+        .args(["build", "--progress=plain", f.ctx.path().to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let running = |m: &str| {
+        fs_err::read_dir("/proc").unwrap().flatten().any(|e| {
+            fs_err::read(e.path().join("cmdline"))
+                .map(|c| c.windows(m.len()).any(|w| w == m.as_bytes()))
+                .unwrap_or(false)
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !running(&marker) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the RUN never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while running(&marker) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the container outlived kiln"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The next kiln that needs a filesystem sweeps the dead process's mounts.
+    f.build("FROM busybox:local\nRUN true\n", &[], &[]).ok();
+    let mounts = fs_err::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(f.root.path().to_str().unwrap()),
+        "{mounts}"
+    );
+}

@@ -13,7 +13,13 @@ use super::sys::Errno;
 pub(super) enum Step {
     CloseFds = 1,
     Sync,
+    /// Taking uid/gid 0 of the new user namespace once the parent wrote the maps.
+    UserNsIdentity,
     JoinNamespace,
+    /// `unshare` of the new namespaces after joining a user namespace.
+    Unshare,
+    /// The fork of PID 1 after that `unshare` (a new pid namespace).
+    ForkInit,
     UnshareCgroup,
     Hostname,
     Loopback,
@@ -66,10 +72,13 @@ pub(super) enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 44] = [
+    const ALL: [Step; 47] = [
         Step::CloseFds,
         Step::Sync,
+        Step::UserNsIdentity,
         Step::JoinNamespace,
+        Step::Unshare,
+        Step::ForkInit,
         Step::UnshareCgroup,
         Step::Hostname,
         Step::Loopback,

@@ -3,7 +3,7 @@
 //! # Processes
 //!
 //! ```text
-//! P (caller, any thread)  --clone3(CLONE_NEW{PID,NS,UTS,IPC[,NET]} | CLONE_PIDFD)-->  B
+//! P (caller, any thread)  --clone3(CLONE_NEW{PID,NS,UTS,IPC[,NET][,USER]} | CLONE_PIDFD)-->  B
 //! B: PID 1 of the container (init.rs) ----fork----> C: the spec's process (process.rs)
 //! ```
 //!
@@ -13,8 +13,10 @@
 //! 2. P blocks every signal on its calling thread (so no handler of P can run in B before B
 //!    blocks them itself), calls `clone3` with a null stack (fork semantics, without
 //!    `pthread_atfork` handlers or libc locks), and restores its mask.
-//! 3. B closes every descriptor it does not need, and waits on the sync pipe; P moves B into the
-//!    cgroup (its host pid to `cgroup.procs`) and writes the go byte.
+//! 3. B closes every descriptor it does not need, and waits on the sync pipe; P writes B's
+//!    user namespace maps (with `CLONE_NEWUSER`, see `userns.rs`), moves B into the cgroup
+//!    (its host pid to `cgroup.procs`) and writes the go byte. In a new user namespace B then
+//!    takes uid/gid 0 there (when mapped), keeping the full capability set the clone gave it.
 //! 4. B unshares the cgroup namespace, sets the hostname, brings `lo` up, builds the filesystem
 //!    view and `pivot_root`s (rootfs.rs), forks C and becomes the init (reaps, forwards signals).
 //! 5. C takes its stdio, cwd, rlimits, identity, capabilities, `no_new_privs`, seccomp, and
@@ -30,9 +32,21 @@
 //! `sys::tests::clone3_versus_fork_unshare_fork`); `CLONE_PIDFD` also gives a handle that
 //! cannot be confused with a recycled pid for `signal` and `wait`.
 //!
-//! Limits: no user namespace (rootless) or time namespace yet, no terminal; without a new pid
-//! namespace (joining one by path, or none) the init is not PID 1, so processes the command
-//! leaves behind are not killed when it ends.
+//! User namespaces (`userns.rs`): a new one is created by the same `clone3`, so every other
+//! new namespace is owned by it; mounts that need real privileges are planned differently
+//! there (devices bound from the host, never `mknod`; `/sys` a read-only bind of the host's
+//! without a new network namespace; cgroup hierarchies bound; unmapped `uid=`/`gid=` mount
+//! options dropped). Joining one by path cannot be done by `clone3` (which makes namespaces
+//! owned by the caller's): B is cloned without new namespaces, joins the user namespace and
+//! then the other listed ones, `unshare`s the new ones, and with a new pid namespace forks
+//! its PID 1 and stays as a relay (forwards signals, exits as it does; the PID 1 dies with
+//! it). A new user namespace cannot be combined with joining other namespaces by path (it
+//! could not own them). An unprivileged caller without a delegated cgroup runs the container
+//! in its own cgroup unless the spec sets limits (runc's rootless behaviour).
+//!
+//! Limits: no time namespace, no terminal; without a new pid namespace (joining one by path,
+//! or none) the init is not PID 1, so processes the command leaves behind are not killed
+//! when it ends.
 //!
 //! Not responsible for: what the spec says (`sandbox::spec`), compiling seccomp profiles
 //! (`sandbox::seccomp`), cgroup files (`sandbox::cgroup`), images, streaming the output.
@@ -46,6 +60,7 @@ mod process;
 mod rootfs;
 mod stubs;
 mod sys;
+mod userns;
 
 use std::os::fd::{AsFd as _, AsRawFd as _, FromRawFd as _, OwnedFd, RawFd};
 
@@ -93,9 +108,15 @@ pub(crate) fn start(id: &str, spec: &Spec, stdio: StdioConfig) -> Result<Contain
 
     let old_mask = sys::set_signal_mask(sys::ALL_SIGNALS)
         .map_err(|e| SandboxError::io("blocking signals", errno_error(e)))?;
+    // Joining a user namespace: the init joins it first and unshares the rest itself.
+    let flags = if plan.join_userns {
+        0
+    } else {
+        plan.clone_flags
+    };
     // SAFETY: the child runs only `init::run`, which makes system calls on the prepared plan
     // and leaves with `_exit`.
-    let forked = unsafe { sys::clone_fork(plan.clone_flags, true) };
+    let forked = unsafe { sys::clone_fork(flags, true) };
     if let Ok(sys::Forked::Child) = forked {
         init::run(&plan, &fds);
     }
@@ -122,9 +143,16 @@ pub(crate) fn start(id: &str, spec: &Spec, stdio: StdioConfig) -> Result<Contain
         cgroup,
         exit: None,
     };
-    if let Some(cg) = &init.cgroup
-        && let Err(e) = cg.add_process(pid)
+    let mut prepared = Ok(());
+    if let Some(userns) = &plan.userns {
+        prepared = userns.write(pid);
+    }
+    if prepared.is_ok()
+        && let Some(cg) = &init.cgroup
     {
+        prepared = cg.add_process(pid);
+    }
+    if let Err(e) = prepared {
         // Dropping `init` kills and reaps B (which sees EOF on the sync pipe anyway).
         drop(sync_w);
         drop(init);
@@ -181,7 +209,33 @@ fn create_cgroup(id: &str, spec: &Spec) -> Result<Option<Cgroup>> {
     if super::cgroup::layout() == super::cgroup::Layout::None {
         return Ok(None);
     }
-    Cgroup::create(&path, resources).map(Some)
+    let only_device_rules = resources.is_none_or(|r| {
+        let mut rest = r.clone();
+        rest.set_devices(None);
+        rest == oci_spec::runtime::LinuxResources::default()
+    });
+    match Cgroup::create(&path, resources) {
+        // Rootless, as runc: without a delegated cgroup an unprivileged caller runs the
+        // container in its own cgroup, unless it asked for limits (device rules do not count:
+        // the user namespace keeps it from making device nodes anyway).
+        Err(SandboxError::Cgroup { source, .. })
+            if !rustix::process::geteuid().is_root()
+                && linux
+                    .namespaces()
+                    .as_deref()
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::User)
+                && only_device_rules
+                && matches!(
+                    source.kind(),
+                    std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+                ) =>
+        {
+            Ok(None)
+        }
+        r => r.map(Some),
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

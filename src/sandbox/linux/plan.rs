@@ -24,6 +24,7 @@ use super::super::{Result, SandboxError};
 use super::caps::{self, CapSets};
 use super::failure::{Failure, Step};
 use super::mounts::{self, CgroupMount, InRoot, MountOp};
+use super::userns::{self, UserNsPlan};
 
 /// A NULL-terminated array of C strings (`argv`, `envp`) and the strings it points into.
 pub(super) struct CArray {
@@ -70,7 +71,7 @@ pub(super) struct Join {
 pub(super) struct DeviceOp {
     pub target: InRoot,
     /// The host's node with the same type and numbers, bind-mounted onto an empty file;
-    /// `None`: `mknod` (only as real root).
+    /// `None`: `mknod` (only as real root: never planned in a user namespace).
     pub host: Option<CString>,
     /// File type and permission bits, for `mknod`.
     pub mode: u32,
@@ -121,6 +122,9 @@ pub(super) struct ProcessPlan {
     pub uid: u32,
     pub gid: u32,
     pub groups: Vec<rustix::process::Gid>,
+    /// `setgroups` is denied in the container's user namespace: skip it when there are no
+    /// supplementary groups (any other list fails with `EPERM`, as in runc).
+    pub setgroups_denied: bool,
     pub umask: Option<u32>,
     pub caps: CapSets,
     pub no_new_privs: bool,
@@ -140,7 +144,17 @@ pub(super) struct Plan {
     pub new_pid_ns: bool,
     pub new_net_ns: bool,
     pub unshare_cgroup_ns: bool,
+    /// Namespaces to join, the user namespace (if any) first.
     pub joins: Vec<Join>,
+    /// `joins` starts with a user namespace: the init is cloned without new namespaces, joins
+    /// it, then unshares `clone_flags` (and forks the PID 1 of a new pid namespace).
+    pub join_userns: bool,
+    /// A new user namespace (`CLONE_NEWUSER` is then in `clone_flags`), whose maps the parent
+    /// writes before releasing the init.
+    pub userns: Option<UserNsPlan>,
+    /// The init becomes uid/gid 0 of the new user namespace once the maps are written (when
+    /// 0 is mapped), so the files it creates (mount points on a tmpfs, the cwd) are root's.
+    pub userns_root: (bool, bool),
     pub hostname: Option<Vec<u8>>,
     pub rootfs: CString,
     pub root_readonly: bool,
@@ -216,7 +230,8 @@ impl Plan {
                 LinuxNamespaceType::Ipc => libc::CLONE_NEWIPC,
                 LinuxNamespaceType::Uts => libc::CLONE_NEWUTS,
                 LinuxNamespaceType::Cgroup => libc::CLONE_NEWCGROUP,
-                LinuxNamespaceType::User | LinuxNamespaceType::Time => {
+                LinuxNamespaceType::User => libc::CLONE_NEWUSER,
+                LinuxNamespaceType::Time => {
                     return Err(spec_err(format!(
                         "{} namespaces are not supported by the embedded runtime yet",
                         ns.typ()
@@ -247,6 +262,24 @@ impl Plan {
         if !has_mount_ns {
             return Err(spec_err("the embedded runtime needs a mount namespace"));
         }
+        // The user namespace first: the others are joined (or created) with the privileges
+        // it gives.
+        joins.sort_by_key(|j| j.nstype != libc::CLONE_NEWUSER);
+        let joined_userns = joins
+            .first()
+            .filter(|j| j.nstype == libc::CLONE_NEWUSER)
+            .map(|j| userns::JoinedMaps::read(&j.path));
+        let userns = userns::plan(linux, clone_flags, &joins)?;
+        let mapped = |uid: Option<u32>, gid: Option<u32>| match (&userns, &joined_userns) {
+            (Some(u), _) => {
+                uid.is_none_or(|id| u.maps_uid(id)) && gid.is_none_or(|id| u.maps_gid(id))
+            }
+            (None, Some(j)) => {
+                uid.is_none_or(|id| j.maps_uid(id)) && gid.is_none_or(|id| j.maps_gid(id))
+            }
+            (None, None) => true,
+        };
+        let in_userns = userns.is_some() || joined_userns.is_some();
         let hostname = spec.hostname().as_ref().filter(|h| !h.is_empty());
         if hostname.is_some() && !has_uts_ns {
             return Err(spec_err("hostname is set but there is no uts namespace"));
@@ -259,17 +292,23 @@ impl Plan {
             .any(|m| m.typ().as_deref() == Some("cgroup"));
         let has_cgroup_ns =
             unshare_cgroup_ns || joins.iter().any(|j| j.nstype == libc::CLONE_NEWCGROUP);
+        // In a user namespace, fresh cgroup mounts are refused for v1 hierarchies: bind the
+        // container's (or the caller's) own cgroup directories instead, as runc does.
         let cgroup_mount = if wants_cgroup {
-            cgroup_mount(has_cgroup_ns, cgroup)
+            cgroup_mount(has_cgroup_ns && !in_userns, cgroup)
         } else {
             CgroupMount::Cgroup2
         };
-        let mounts = mounts::plan_mounts(spec_mounts, &cgroup_mount)?;
+        let mut mounts = mounts::plan_mounts(spec_mounts, &cgroup_mount)?;
+        if in_userns {
+            userns::adapt_mounts(&mut mounts, &mapped, new_net_ns);
+        }
 
         let devices = plan_devices(
             linux
                 .and_then(|l| l.devices().as_deref())
                 .unwrap_or_default(),
+            !in_userns,
         )?;
         let symlinks = plan_symlinks(&mounts)?;
         let in_root_list = |paths: Option<&Vec<String>>| -> Result<Vec<InRoot>> {
@@ -304,14 +343,25 @@ impl Plan {
             })
             .collect::<Result<Vec<_>>>()?;
 
-        let process = plan_process(spec, process)?;
+        let setgroups_denied = match (&userns, &joined_userns) {
+            (Some(u), _) => !u.setgroups_allowed(),
+            (None, Some(j)) => j.setgroups_denied,
+            (None, None) => false,
+        };
+        let process = plan_process(spec, process, setgroups_denied)?;
+        let userns_root = userns
+            .as_ref()
+            .map_or((false, false), |u| (u.maps_uid(0), u.maps_gid(0)));
 
         Ok(Plan {
             clone_flags,
             new_pid_ns,
             new_net_ns,
             unshare_cgroup_ns,
+            join_userns: joined_userns.is_some(),
             joins,
+            userns,
+            userns_root,
             hostname: hostname.map(|h| h.clone().into_bytes()),
             rootfs: path_cstring("root.path", root.path())?,
             root_readonly: root.readonly() == Some(true),
@@ -347,6 +397,10 @@ impl Plan {
         let step = match f.step {
             Step::CloseFds => "closing inherited descriptors".to_string(),
             Step::Sync => "waiting for the parent".to_string(),
+            Step::UserNsIdentity => {
+                "becoming root of the new user namespace (setgroups/setresgid/setresuid)"
+                    .to_string()
+            }
             Step::JoinNamespace => format!(
                 "joining namespace {}",
                 self.joins
@@ -354,9 +408,20 @@ impl Plan {
                     .map_or("?".into(), |j| j.path.display().to_string())
             ),
             Step::UnshareCgroup => "creating the cgroup namespace".to_string(),
+            Step::Unshare => {
+                "creating namespaces in the joined user namespace (unshare)".to_string()
+            }
+            Step::ForkInit => {
+                "forking the init into the new pid namespace (joined user namespace)".to_string()
+            }
             Step::Hostname => "setting the hostname".to_string(),
             Step::Loopback => "bringing up lo".to_string(),
             Step::RootPropagation => "making / private".to_string(),
+            Step::BindRootfs if self.userns.is_some() && f.errno == libc::EACCES => format!(
+                "bind-mounting the rootfs {} (in a user namespace, every directory above it must \
+                 be searchable by the host uid that container root maps to)",
+                self.rootfs.to_string_lossy()
+            ),
             Step::BindRootfs => {
                 format!("bind-mounting the rootfs {}", self.rootfs.to_string_lossy())
             }
@@ -457,7 +522,7 @@ fn cgroup_mount(has_cgroup_ns: bool, cgroup: Option<&Cgroup>) -> CgroupMount {
     }
 }
 
-fn plan_devices(devices: &[LinuxDevice]) -> Result<Vec<DeviceOp>> {
+fn plan_devices(devices: &[LinuxDevice], can_mknod: bool) -> Result<Vec<DeviceOp>> {
     let mut ops = Vec::new();
     for d in devices {
         let target = InRoot::new(d.path()).ok_or_else(|| {
@@ -495,6 +560,12 @@ fn plan_devices(devices: &[LinuxDevice]) -> Result<Vec<DeviceOp>> {
         )?);
         if let Some(op) = ops.last_mut() {
             op.required = true;
+            if op.host.is_none() && !can_mknod {
+                return Err(spec_err(format!(
+                    "device {}: the host has no such node to bind-mount, and a user namespace cannot mknod",
+                    d.path().display()
+                )));
+            }
         }
     }
     for (path, major, minor) in DEFAULT_DEVICES {
@@ -502,7 +573,7 @@ fn plan_devices(devices: &[LinuxDevice]) -> Result<Vec<DeviceOp>> {
         if ops.iter().any(|d| d.target == target) {
             continue;
         }
-        ops.push(device_op(
+        let op = device_op(
             target,
             Path::new(path),
             libc::S_IFCHR,
@@ -511,7 +582,10 @@ fn plan_devices(devices: &[LinuxDevice]) -> Result<Vec<DeviceOp>> {
             0o666,
             0,
             0,
-        )?);
+        )?;
+        if op.host.is_some() || can_mknod {
+            ops.push(op);
+        }
     }
     Ok(ops)
 }
@@ -587,7 +661,11 @@ fn plan_symlinks(mounts: &[MountOp]) -> Result<Vec<Symlink>> {
         .collect()
 }
 
-fn plan_process(spec: &Spec, process: &oci_spec::runtime::Process) -> Result<ProcessPlan> {
+fn plan_process(
+    spec: &Spec,
+    process: &oci_spec::runtime::Process,
+    setgroups_denied: bool,
+) -> Result<ProcessPlan> {
     let args = process.args().as_deref().unwrap_or_default();
     let program = args
         .first()
@@ -696,6 +774,7 @@ fn plan_process(spec: &Spec, process: &oci_spec::runtime::Process) -> Result<Pro
         uid: user.uid(),
         gid: user.gid(),
         groups,
+        setgroups_denied,
         umask: user.umask(),
         caps: CapSets::new(process.capabilities().as_ref(), caps::kernel_last_cap()),
         no_new_privs: process.no_new_privileges() == Some(true),

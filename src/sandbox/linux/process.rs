@@ -74,7 +74,9 @@ fn setup(p: &ProcessPlan, stdio: [RawFd; 3]) -> Result<(), Failure> {
             }
         }
     }
-    rx(rustix::thread::set_thread_groups(&p.groups)).map_err(at(Step::Groups))?;
+    if !(p.setgroups_denied && p.groups.is_empty()) {
+        rx(rustix::thread::set_thread_groups(&p.groups)).map_err(at(Step::Groups))?;
+    }
     let gid = rustix::process::Gid::from_raw(p.gid);
     rx(rustix::thread::set_thread_res_gid(gid, gid, gid)).map_err(at(Step::Gid))?;
     let uid = rustix::process::Uid::from_raw(p.uid);

@@ -391,6 +391,72 @@ fn invalid_configs_are_refused() {
             source: "/tmp/hosts".into(),
         });
     });
+    refused(&|c| {
+        c.user_namespace = UserNamespace::Private {
+            uid_mappings: Vec::new(),
+            gid_mappings: vec![IdMapping {
+                container_id: 0,
+                host_id: 1000,
+                size: 1,
+            }],
+        };
+    });
+}
+
+#[test]
+fn no_user_namespace_unless_asked() {
+    let v = json(&build(&cfg()).unwrap());
+    let types: Vec<&str> = v["linux"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["type"].as_str().unwrap())
+        .collect();
+    assert!(!types.contains(&"user"), "{types:?}");
+    assert!(v["linux"].get("uidMappings").is_none_or(Value::is_null));
+}
+
+#[test]
+fn a_user_namespace_carries_its_maps() {
+    let mut c = cfg();
+    c.user_namespace = UserNamespace::shifted(100_000, 65_536);
+    let v = json(&build(&c).unwrap());
+    let user: Vec<&Value> = v["linux"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["type"] == "user")
+        .collect();
+    assert_eq!(user.len(), 1);
+    assert!(user[0].get("path").is_none_or(Value::is_null));
+    let range = serde_json::json!([{"containerID": 0, "hostID": 100_000, "size": 65_536}]);
+    assert_eq!(v["linux"]["uidMappings"], range);
+    assert_eq!(v["linux"]["gidMappings"], range);
+
+    let UserNamespace::Private {
+        uid_mappings,
+        gid_mappings,
+    } = UserNamespace::map_root_to_caller()
+    else {
+        panic!("map_root_to_caller is not private");
+    };
+    let euid = rustix::process::geteuid().as_raw();
+    let egid = rustix::process::getegid().as_raw();
+    assert_eq!(
+        (uid_mappings.as_slice(), gid_mappings.as_slice()),
+        (
+            &[IdMapping {
+                container_id: 0,
+                host_id: euid,
+                size: 1
+            }][..],
+            &[IdMapping {
+                container_id: 0,
+                host_id: egid,
+                size: 1
+            }][..]
+        )
+    );
 }
 
 #[test]
@@ -486,7 +552,9 @@ fn built_specs_validate_against_the_runtime_spec_schema() {
         destination: "/etc/hosts".into(),
         source: "/tmp/hosts".into(),
     });
-    for c in [root_cfg, user_cfg] {
+    let mut rootless_cfg = cfg();
+    rootless_cfg.user_namespace = UserNamespace::shifted(100_000, 65_536);
+    for c in [root_cfg, user_cfg, rootless_cfg] {
         let doc = json(&build(&c).unwrap());
         let errs = errors(&v, &doc);
         assert!(errs.is_empty(), "{errs:#?}\n{doc:#}");

@@ -25,7 +25,8 @@ pub fn go_quoted_list(items: &[String]) -> String {
     format!("[{}]", quoted.join(" "))
 }
 
-fn shell_of(state: &StageState) -> Vec<String> {
+/// The stage's `SHELL`, `/bin/sh -c` by default.
+pub fn shell_of(state: &StageState) -> Vec<String> {
     state
         .config
         .config

@@ -39,6 +39,21 @@ pub struct StepEnv<'a> {
     pub run: &'a run::RunSettings,
     /// Stage names (lowercase) to their indexes, for `RUN --mount from=`.
     pub stage_names: &'a BTreeMap<String, usize>,
+    /// Which step made which layer, for incremental re-export.
+    pub history: &'a crate::solver::reuse::LayerHistory,
+    /// The build's cancellation: a step that waits on something outside the process (a RUN's
+    /// container) ends the wait when it trips (`Cancel::kill_on_cancel`, `Cancel::on_cancel`).
+    pub cancel: &'a super::schedule::Cancel,
+}
+
+impl<'a> StepEnv<'a> {
+    /// Reuse of the layer a step with this text made before (`solver::reuse`).
+    pub fn reuse<'b>(&'b self, instruction: &'b str) -> rootfs::Reuse<'b> {
+        rootfs::Reuse {
+            history: self.history,
+            instruction,
+        }
+    }
 }
 
 /// Where a step is in the build: its id for progress, and the stages built before it.
@@ -139,7 +154,7 @@ pub fn run(
                 StepLayer::Unchanged
             } else {
                 let owner = workdir::owner(state);
-                file_step(env, state, |root| {
+                file_step(env, state, &step.original, |root| {
                     Ok(workdir::create_in(root, &wd, owner, env.epoch)?)
                 })?
             };
@@ -185,6 +200,7 @@ pub fn run(
                 stages: place.stages,
                 stage_names: env.stage_names,
                 step_id: place.id.clone(),
+                instruction: &step.original,
             };
             run::run(&run_env, state, r)?;
         }
@@ -199,6 +215,7 @@ pub fn run(
 fn file_step(
     env: &StepEnv<'_>,
     state: &StageState,
+    instruction: &str,
     write: impl FnOnce(&InRoot) -> Result<Option<Touched>, StepError>,
 ) -> Result<StepLayer, StepError> {
     let sn = env.snapshots.get()?;
@@ -213,6 +230,7 @@ fn file_step(
         rootfs::LayerSettings {
             epoch: env.epoch,
             compression: env.compression,
+            reuse: Some(env.reuse(instruction)),
         },
         env.snapshots.mounts_dir(),
         write,

@@ -350,6 +350,7 @@ pub(in crate::solver::steps) fn execute(
     let settings = LayerSettings {
         epoch: env.epoch,
         compression: env.compression,
+        reuse: Some(env.reuse(&created_by)),
     };
     // `--chown` by name reads the stage's own /etc/passwd, also for --link (BuildKit resolves
     // it on the scratch layer and silently gets root; kiln resolves what the user meant).

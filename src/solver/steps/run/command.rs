@@ -7,6 +7,7 @@ use frontend::CommandLine;
 use frontend::instructions::RunCommand;
 
 use crate::solver::stage::{DEFAULT_PATH, StageState};
+use crate::solver::steps::metadata::shell_of;
 
 /// Where BuildKit mounts the script of a single heredoc that starts with `#!`.
 pub const HEREDOC_SCRIPT_DIR: &str = "/dev/pipes";
@@ -18,15 +19,6 @@ pub struct Invocation {
     /// A single `#!` heredoc is written to a file mounted read-only under
     /// [`HEREDOC_SCRIPT_DIR`] and executed: (file name, content).
     pub script: Option<(String, String)>,
-}
-
-fn shell_of(state: &StageState) -> Vec<String> {
-    state
-        .config
-        .config
-        .shell
-        .clone()
-        .unwrap_or_else(|| vec!["/bin/sh".to_owned(), "-c".to_owned()])
 }
 
 /// Whether the command text is just a heredoc marker (`<<EOF`, `<<-"EOF"`, `0<<EOF`).

@@ -73,6 +73,8 @@ pub struct RunEnv<'a> {
     /// Stage names (lowercase) to indexes.
     pub stage_names: &'a BTreeMap<String, usize>,
     pub step_id: StepId,
+    /// The instruction as written (for layer reuse).
+    pub instruction: &'a str,
 }
 
 impl RunEnv<'_> {
@@ -184,6 +186,7 @@ pub fn run(env: &RunEnv<'_>, state: &mut StageState, run: &RunCommand) -> Result
         rootfs::LayerSettings {
             epoch: env.step.epoch,
             compression: env.step.compression,
+            reuse: Some(env.step.reuse(env.instruction)),
         },
         env.step.snapshots.mounts_dir(),
         |root: &Path| -> Result<(), StepError> {
@@ -237,6 +240,13 @@ fn execute(env: &RunEnv<'_>, spec: &sandbox::Spec, argv: &[String]) -> Result<()
         stderr: sandbox::Stdio::Pipe,
     };
     let mut container = sandbox::start(&env.run.backend, &id, spec, stdio).map_err(sandbox_err)?;
+    // A failure elsewhere in the build kills this step's container (its init, and with it the
+    // whole pid namespace).
+    let _kill = env
+        .step
+        .cancel
+        .kill_on_cancel(container.pid())
+        .map_err(|e| StepError::Invalid(format!("watching the container: {e}")))?;
     let started = Instant::now();
     let tail = std::sync::Mutex::new(VecDeque::with_capacity(FAILURE_TAIL_LINES));
     let out = container.stdout.take();
