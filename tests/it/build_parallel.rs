@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::harness::{self, Skip, skip_unless};
-use crate::support::{Run, copy_tree, kiln_env, write_files};
+use crate::support::{Run, busybox_store, kiln_env, write_files};
 
 /// `SOURCE_DATE_EPOCH` of the builds whose images are compared.
 const EPOCH: &str = "1700000000";
@@ -22,31 +22,12 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Result<Self, Skip> {
-        harness::root_required()?;
-        let rootfs = harness::rootfs::busybox_rootfs()?;
-        let base = harness::tempdir();
-        write_files(
-            base.path(),
-            &[("Dockerfile", "FROM scratch\nCOPY rootfs/ /\n")],
-        );
-        copy_tree(rootfs.path(), &base.path().join("rootfs"));
-        let f = Self {
-            root: harness::tempdir(),
+        // A reproducible base (`busybox_store` fixes SOURCE_DATE_EPOCH), so that images built
+        // on it in two stores can be compared.
+        Ok(Self {
+            root: busybox_store(&[])?,
             ctx: harness::tempdir(),
-        };
-        f.kiln(
-            &[
-                "build",
-                "-q",
-                "-t",
-                "busybox:local",
-                base.path().to_str().unwrap(),
-            ],
-            // A reproducible base, so that images built on it in two stores can be compared.
-            &[("SOURCE_DATE_EPOCH", EPOCH)],
-        )
-        .ok();
-        Ok(f)
+        })
     }
 
     fn kiln(&self, args: &[&str], env: &[(&str, &str)]) -> Run {

@@ -12,32 +12,7 @@ use base64::Engine as _;
 use serde_json::Value;
 
 use crate::harness::{self, Skip, skip_unless};
-use crate::support::{Run, copy_tree, kiln, kiln_env, write_files};
-
-/// A store with `busybox:local` in it.
-fn busybox_store() -> Result<tempfile::TempDir, Skip> {
-    harness::root_required()?;
-    let rootfs = harness::rootfs::busybox_rootfs()?;
-    let root = harness::tempdir();
-    let base = harness::tempdir();
-    write_files(
-        base.path(),
-        &[("Dockerfile", "FROM scratch\nCOPY rootfs/ /\n")],
-    );
-    copy_tree(rootfs.path(), &base.path().join("rootfs"));
-    kiln(
-        root.path(),
-        &[
-            "build",
-            "-q",
-            "-t",
-            "busybox:local",
-            base.path().to_str().unwrap(),
-        ],
-    )
-    .ok();
-    Ok(root)
-}
+use crate::support::{Run, busybox_store, kiln_env, write_files};
 
 /// A context with `Dockerfile` and `a.txt`.
 fn context(dockerfile: &str) -> tempfile::TempDir {
@@ -69,7 +44,7 @@ fn assert_only_image_id(out: &Run) {
 
 #[test]
 fn plain_prints_buildkit_lines_with_the_run_output() {
-    let root = skip_unless!(busybox_store());
+    let root = skip_unless!(busybox_store(&[]));
     let ctx = context(RUN_DOCKERFILE);
     let out = build(root.path(), ctx.path(), &["--progress=plain"], &[]).ok();
     assert_only_image_id(&out);
@@ -122,7 +97,7 @@ fn plain_prints_buildkit_lines_with_the_run_output() {
 
 #[test]
 fn rawjson_lines_are_solve_statuses_and_logs_decode_to_the_run_output() {
-    let root = skip_unless!(busybox_store());
+    let root = skip_unless!(busybox_store(&[]));
     let ctx = context(RUN_DOCKERFILE);
     let out = build(root.path(), ctx.path(), &["--progress=rawjson"], &[]).ok();
     assert_only_image_id(&out);
@@ -197,7 +172,7 @@ fn rawjson_lines_are_solve_statuses_and_logs_decode_to_the_run_output() {
 
 #[test]
 fn a_failed_step_is_marked_and_the_located_error_follows() {
-    let root = skip_unless!(busybox_store());
+    let root = skip_unless!(busybox_store(&[]));
     let ctx = context("FROM busybox:local\nRUN echo before-fail && exit 3\n");
     let out = build(root.path(), ctx.path(), &["--progress=plain"], &[]).fails_with(1);
     assert_eq!(out.stdout, "");
@@ -361,7 +336,7 @@ fn in_terminal(root: &Path, args: &[&str], stdout_file: &Path) -> Result<String,
 
 #[test]
 fn tty_draws_live_frames_in_a_terminal() {
-    let root = skip_unless!(busybox_store());
+    let root = skip_unless!(busybox_store(&[]));
     let id_file = harness::tempdir();
     let id_path = id_file.path().join("id");
     for mode in ["tty", "auto"] {

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use crate::harness::{self, Skip, skip_unless};
 use crate::support::{
-    Run, config_of, copy_tree, kiln_env, layer_entries, manifest_layers, write_files,
+    Run, busybox_store, config_of, kiln_env, layer_entries, manifest_layers, write_files,
 };
 
 /// A store with `busybox:local` in it, and a context directory for the test's Dockerfile.
@@ -24,29 +24,11 @@ impl Fixture {
     }
 
     fn with_driver(driver: &'static str) -> Result<Self, Skip> {
-        harness::root_required()?;
-        let rootfs = harness::rootfs::busybox_rootfs()?;
-        let root = harness::tempdir();
-        let base = harness::tempdir();
-        write_files(
-            base.path(),
-            &[("Dockerfile", "FROM scratch\nCOPY rootfs/ /\n")],
-        );
-        copy_tree(rootfs.path(), &base.path().join("rootfs"));
-        let f = Self {
-            root,
+        Ok(Self {
+            root: busybox_store(&[("KILN_STORAGE_DRIVER", driver)])?,
             ctx: harness::tempdir(),
             driver,
-        };
-        f.kiln(&[
-            "build",
-            "-q",
-            "-t",
-            "busybox:local",
-            base.path().to_str().unwrap(),
-        ])
-        .ok();
-        Ok(f)
+        })
     }
 
     fn kiln(&self, args: &[&str]) -> Run {

@@ -162,3 +162,28 @@ pub fn config_of(root: &Path, name: &str) -> Value {
 pub fn copy_tree(from: &Path, to: &Path) {
     run_tool(Command::new("cp").arg("-a").arg(from).arg(to));
 }
+
+/// A fresh store with `busybox:local` in it: an image built `FROM scratch` from the busybox
+/// rootfs fixture (`harness::rootfs`), reproducibly (`SOURCE_DATE_EPOCH` fixed), with `env`
+/// added to kiln's environment. Needs root (the fixture's owners) and Debian's busybox-static.
+pub fn busybox_store(env: &[(&str, &str)]) -> Result<tempfile::TempDir, harness::Skip> {
+    harness::root_required()?;
+    let rootfs = harness::rootfs::busybox_rootfs()?;
+    let root = harness::tempdir();
+    let base = harness::tempdir();
+    write_files(
+        base.path(),
+        &[("Dockerfile", "FROM scratch\nCOPY rootfs/ /\n")],
+    );
+    copy_tree(rootfs.path(), &base.path().join("rootfs"));
+    let mut all = vec![("SOURCE_DATE_EPOCH", "1700000000")];
+    all.extend_from_slice(env);
+    let base = base.path().to_str().unwrap();
+    kiln_env(
+        root.path(),
+        &["build", "-q", "-t", "busybox:local", base],
+        &all,
+    )
+    .ok();
+    Ok(root)
+}
