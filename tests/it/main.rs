@@ -9,6 +9,7 @@ mod build_parallel;
 mod build_progress;
 mod build_run;
 mod build_scratch;
+mod differential;
 mod dockerignore;
 mod errors;
 mod harness;
