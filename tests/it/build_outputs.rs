@@ -320,41 +320,36 @@ fn docker_archive_is_read_by_skopeo_and_loaded_by_podman() {
 }
 
 #[test]
-fn docker_archive_loads_into_a_running_docker_daemon() {
-    skip_unless!(tool("docker"));
-    // Only a daemon that is already running (the bench setup starts one); never start one here.
-    let up = Command::new("docker")
-        .args(["version", "--format", "{{.Server.Version}}"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    skip_unless!(harness::require(up, "no Docker daemon is running"));
+fn docker_archive_loads_into_docker() {
+    // A private daemon (its own roots and socket, no network changes), stopped at the end.
+    let daemon = skip_unless!(harness::docker::Dockerd::start());
     let ctx = context();
     let root = harness::tempdir();
     let out_dir = harness::tempdir();
     let tar_path = out_dir.path().join("docker.tar");
-    // A name unique to this run, removed at the end.
-    let name = format!("kiln-it-output:{}", std::process::id());
+    let name = "kiln-it-output:1";
     let run = kiln(
         root.path(),
         &[
             "build",
             "-q",
             "-t",
-            &name,
+            name,
             "-o",
             &format!("type=docker,dest={}", p(&tar_path)),
             p(ctx.path()),
         ],
     )
     .ok();
-    let loaded = harness::run_ok(Command::new("docker").args(["load", "-i", p(&tar_path)]));
-    let inspected = harness::run_ok(
-        Command::new("docker").args(["image", "inspect", "--format", "{{.Id}}", &name]),
-    );
-    harness::run_ok(Command::new("docker").args(["rmi", &name]));
-    assert!(loaded.contains(&name), "{loaded}");
+    let loaded = harness::run_ok(daemon.docker().args(["load", "-i", p(&tar_path)]));
+    let inspected = harness::run_ok(daemon.docker().args([
+        "image",
+        "inspect",
+        "--format",
+        "{{.Id}}",
+        name,
+    ]));
+    assert!(loaded.contains(name), "{loaded}");
     assert_eq!(inspected.trim(), run.stdout.trim());
 }
 

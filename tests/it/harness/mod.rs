@@ -34,6 +34,7 @@
 // A helper library: not every test uses every helper.
 #![allow(dead_code)]
 
+pub mod docker;
 mod fixtures;
 mod http;
 mod registry;
