@@ -385,7 +385,8 @@ fn copy_storage_driver_runs_steps_too() {
 #[test]
 fn oci_runtimes_give_the_same_layer() {
     let f = skip_unless!(Fixture::new());
-    let df = "FROM busybox:local\nRUN echo same > /f && mkdir -p /d/e && chmod 700 /d\n";
+    // USER app: identity, groups and HOME as each runtime sets them end up in the layer.
+    let df = "FROM busybox:local\nRUN echo same > /f && mkdir -p /d/e && chmod 700 /d\nUSER app\nRUN id > /tmp/id && echo \"$HOME $(pwd)\" >> /tmp/id\n";
     let mut digests = Vec::new();
     for rt in [None, Some("runc"), Some("crun")] {
         let mut extra = vec![];
