@@ -1,6 +1,6 @@
-//! COPY and ADD in every form, HEALTHCHECK and ONBUILD, end to end: real builds on a
-//! `busybox:local` base (its `/etc/passwd` has `app` 1000 and `/etc/group` `extra` 2000), the
-//! results read from the image's layers and config.
+//! COPY and ADD in every form, WORKDIR's owner, HEALTHCHECK and ONBUILD, end to end: real
+//! builds on a `busybox:local` base (its `/etc/passwd` has `app` 1000 and `/etc/group` `extra`
+//! 2000), the results read from the image's layers and config.
 //!
 //! Network: ADD URLs and git sources are served by a small HTTP server thread on 127.0.0.1
 //! (static files; git over its "dumb" HTTP protocol after `git update-server-info`).
@@ -143,12 +143,13 @@ fn copy_wildcards_destinations_chown_and_chmod() {
     );
     // A file to a destination without a slash becomes that file; a symbolic --chmod.
     assert_eq!(entries(2), ["w 755 0:0", "w/rel 755 1000:1000"]);
-    // The directory's contents; --chmod applies to directories too.
+    // The directory's contents; --chmod applies to the directories copied too, not to the
+    // destination the copy creates for them (0755, fsutil `prepareTargetDir`).
     assert_eq!(
         entries(1),
         [
             "abs 755 0:0",
-            "abs/dir 600 0:0",
+            "abs/dir 755 0:0",
             "abs/dir/a 600 0:0",
             "abs/dir/deeper 600 0:0",
             "abs/dir/deeper/b 600 0:0"
@@ -243,9 +244,13 @@ fn copy_from_stages_images_heredocs_parents_exclude_and_link() {
             .map(|(p, _, _, uid, gid)| format!("{} {uid}:{gid}", p.trim_end_matches('/')))
             .collect()
     };
-    // COPY --from takes the files, not their owners (0:0 without --chown).
-    assert_eq!(paths(0), ["bin 0:0", "bin/app 0:0"]);
-    assert_eq!(paths(1), ["copy-by-index 0:0", "copy-by-index/app 0:0"]);
+    // COPY --from keeps the files' owners without --chown (BuildKit); directories it creates
+    // for the destination are root's.
+    assert_eq!(paths(0), ["bin 0:0", "bin/app 1000:1000"]);
+    assert_eq!(
+        paths(1),
+        ["copy-by-index 0:0", "copy-by-index/app 1000:1000"]
+    );
     assert_eq!(paths(2), ["from-image 0:0"]);
     assert_eq!(paths(3), ["docs 0:0", "docs/EOF 0:0", "docs/RAW 0:0"]);
     let text = |i: usize, path: &str| {
@@ -300,6 +305,83 @@ fn copy_from_stages_images_heredocs_parents_exclude_and_link() {
     )
     .ok();
     assert_eq!(f.file("t:2", "again"), "k");
+}
+
+#[test]
+fn workdir_is_created_as_the_current_user() {
+    let f = skip_unless!(Fixture::new());
+    // BuildKit `dispatchWorkdir`: `llb.Mkdir(wd, 0755, WithParents, WithUser(USER))`, the user
+    // resolved in the image (`app` is 1000:1000 in busybox:local's passwd).
+    let df = "FROM busybox:local\n\
+              USER app\n\
+              WORKDIR /srv/app\n\
+              RUN touch created-by-app\n\
+              USER 2000\n\
+              WORKDIR /srv/other\n\
+              USER app:extra\n\
+              WORKDIR /srv/app\n";
+    f.build("t:1", df, &[]).ok();
+    let layers = manifest_layers(f.root.path(), "t:1");
+    let entries = |i: usize| -> Vec<String> {
+        layer_entries(f.root.path(), &layers[layers.len() - i])
+            .into_iter()
+            .map(|(p, _, mode, uid, gid)| {
+                format!("{} {mode:o} {uid}:{gid}", p.trim_end_matches('/'))
+            })
+            .collect()
+    };
+    assert_eq!(entries(3), ["srv 755 1000:1000", "srv/app 755 1000:1000"]);
+    assert_eq!(
+        entries(2),
+        [
+            "srv 755 1000:1000",
+            "srv/app 755 1000:1000",
+            "srv/app/created-by-app 644 1000:1000"
+        ]
+    );
+    // A numeric user without a group is uid:uid (BuildKit's `WithUser`), not the RUN rule.
+    assert_eq!(entries(1), ["srv 755 1000:1000", "srv/other 755 2000:2000"]);
+    // An existing directory makes no layer.
+    assert_eq!(
+        history(&f, "t:1").last().unwrap(),
+        &("WORKDIR /srv/app".to_owned(), true)
+    );
+    let out = f
+        .build("t:2", "FROM busybox:local\nUSER ghost\nWORKDIR /x\n", &[])
+        .fails_with(1);
+    assert!(
+        out.stderr.contains("Dockerfile:3") && out.stderr.contains("unable to find user ghost"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn add_creates_the_parents_an_archive_has_no_entry_for() {
+    let f = skip_unless!(Fixture::new());
+    // Only `pkg/sub/owned` (1000:2000, 0640): no entry for `pkg/` or `pkg/sub/`.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o640);
+    h.set_uid(1000);
+    h.set_gid(2000);
+    h.set_size(2);
+    b.append_data(&mut h, "pkg/sub/owned", &b"x\n"[..]).unwrap();
+    fs_err::write(f.ctx.path().join("owned.tar"), b.into_inner().unwrap()).unwrap();
+    f.build("t:1", "FROM busybox:local\nADD owned.tar /owned/\n", &[])
+        .ok();
+    // moby `archive.Unpack`: missing parents are made 0755, owned by root.
+    assert_eq!(
+        f.last_layer("t:1"),
+        [
+            "d owned 755 0:0",
+            "d owned/pkg 755 0:0",
+            "d owned/pkg/sub 755 0:0",
+            "f owned/pkg/sub/owned 640 1000:2000"
+        ]
+    );
+    assert_eq!(f.file("t:1", "owned/pkg/sub/owned"), "x\n");
 }
 
 /// `cmd` with `args`, or a skip when the tool is missing.

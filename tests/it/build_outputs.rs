@@ -342,13 +342,11 @@ fn docker_archive_loads_into_docker() {
     )
     .ok();
     let loaded = harness::run_ok(daemon.docker().args(["load", "-i", p(&tar_path)]));
-    let inspected = harness::run_ok(daemon.docker().args([
-        "image",
-        "inspect",
-        "--format",
-        "{{.Id}}",
-        name,
-    ]));
+    let inspected = harness::run_ok(
+        daemon
+            .docker()
+            .args(["image", "inspect", "--format", "{{.Id}}", name]),
+    );
     assert!(loaded.contains(name), "{loaded}");
     assert_eq!(inspected.trim(), run.stdout.trim());
 }

@@ -12,11 +12,20 @@
 //!   nothing (BuildKit's `AllowEmptyWildcard`), a missing literal path is an error;
 //! - a relative destination is under WORKDIR; symlinks in the image's destination path are
 //!   followed inside the image root (merged-/usr images);
-//! - owner is 0:0 unless `--chown` (names resolved in the image, see `chown`), which also owns
+//! - without `--chown`, entries of a `--from` stage or image keep their uid/gid (BuildKit's
+//!   copy between states: fsutil `copyFileInfo` keeps `st.Uid`/`st.Gid` when there is no
+//!   chowner, see [`Owners`]), and entries of the build context, heredocs, downloads and git
+//!   checkouts are 0:0 (BuildKit's local, `Mkfile`, HTTP and git sources are root's);
+//! - `--chown` (names resolved in the image, see `chown`) owns every copied entry and also
 //!   the missing parent directories created for the destination (fsutil `MkdirAll` with the
-//!   chowner); mode is the source's unless `--chmod` (see `chmod`; every entry but symlinks);
-//!   mtimes are the source's (clamped to `SOURCE_DATE_EPOCH` when set); hard links inside a
-//!   source stay links;
+//!   chowner; without `--chown` they are 0:0); mode is the source's unless `--chmod` (see
+//!   `chmod`; every entry but symlinks); mtimes are the source's (clamped to
+//!   `SOURCE_DATE_EPOCH` when set); hard links inside a source stay links;
+//! - a directory source whose destination does not exist yet: the destination is created like
+//!   a missing parent (0755, the `--chown` owner or 0:0), not with the source directory's
+//!   metadata nor `--chmod`, which apply only to what is copied into it (fsutil `copy.go`:
+//!   `prepareTargetDir` makes it with `MkdirAll(dst, 0755, chown)`, then the copy of the source
+//!   root finds it existing and leaves its metadata); an existing destination is kept as is;
 //! - `--parents` keeps each source's path below the context root, or below a `/./` pivot
 //!   (`COPY --parents src/./app/*.js /dst/` writes `/dst/app/x.js`); the path is a
 //!   `.dockerignore`-style pattern and a match brings its whole subtree; the parent directories
@@ -130,6 +139,24 @@ pub struct Source<'a> {
     pub unpack: bool,
 }
 
+/// Whose ownership copied entries get when there is no `--chown`.
+#[derive(Debug, Clone, Copy, Default)]
+pub enum Owners<'a> {
+    /// Every entry is 0:0.
+    #[default]
+    Root,
+    /// Entries of this tree (a `--from` stage or image) keep their uid/gid; entries of other
+    /// trees (heredocs) are 0:0.
+    KeepIn(&'a Context),
+}
+
+impl Owners<'_> {
+    /// Whether entries of `tree` keep their owner.
+    fn keeps(&self, tree: &Context) -> bool {
+        matches!(self, Self::KeepIn(t) if std::ptr::eq(*t, tree))
+    }
+}
+
 /// Where a planned entry's bytes come from.
 #[derive(Debug, Clone)]
 enum Origin {
@@ -158,13 +185,24 @@ struct Plan {
     archives: Vec<(PathBuf, Option<LayerPath>)>,
 }
 
-/// Perform the COPY in `root` (the step's writable rootfs); returns the paths written.
+/// Perform the COPY in `root` (the step's writable rootfs), every entry 0:0 unless `--chown`;
+/// returns the paths written.
 pub fn copy_into(
     sources: &[Source<'_>],
     root: &InRoot,
     spec: &CopySpec,
 ) -> Result<Touched, CopyError> {
-    let plan = plan(sources, root, spec)?;
+    copy_into_with(sources, root, spec, Owners::Root)
+}
+
+/// [`copy_into`], with the owners of entries when there is no `--chown` chosen by `owners`.
+pub fn copy_into_with(
+    sources: &[Source<'_>],
+    root: &InRoot,
+    spec: &CopySpec,
+    owners: Owners<'_>,
+) -> Result<Touched, CopyError> {
+    let plan = plan(sources, root, spec, owners)?;
     let mut first_link: HashMap<(u64, u64), LayerPath> = HashMap::new();
     for (path, p) in &plan.entries {
         let mtime = i64::try_from(p.mtime).unwrap_or(i64::MAX);
@@ -197,8 +235,9 @@ pub fn copy_into(
         }
     }
     let mut paths: BTreeSet<LayerPath> = plan.entries.into_keys().collect();
+    let created_mtime = i64::try_from(spec.epoch.unwrap_or(0)).unwrap_or(i64::MAX);
     for (host, dest) in &plan.archives {
-        archive::extract(host, root, dest.as_ref(), &mut paths)?;
+        archive::extract(host, root, dest.as_ref(), created_mtime, &mut paths)?;
     }
     Ok(Touched { paths })
 }
@@ -232,15 +271,21 @@ fn destination(root: &InRoot, spec: &CopySpec) -> Result<(Dest, bool), CopyError
     Ok((Dest { path, is_dir, kind }, dir_hint))
 }
 
-fn plan(sources: &[Source<'_>], root: &InRoot, spec: &CopySpec) -> Result<Plan, CopyError> {
+fn plan(
+    sources: &[Source<'_>],
+    root: &InRoot,
+    spec: &CopySpec,
+    owners: Owners<'_>,
+) -> Result<Plan, CopyError> {
     let (dest, dir_hint) = destination(root, spec)?;
     if sources.len() > 1 && !dir_hint {
         return Err(CopyError::DestinationNotDirectory);
     }
     let mut plan = Plan::default();
     for source in sources {
+        let keep_owner = spec.chown.is_none() && owners.keeps(source.tree);
         if spec.parents && source.wildcards {
-            plan_parents(source, &dest, spec, &mut plan.entries)?;
+            plan_parents(source, &dest, spec, keep_owner, &mut plan.entries)?;
             continue;
         }
         let items = if source.wildcards && glob::has_wildcards(&source.path) {
@@ -253,7 +298,7 @@ fn plan(sources: &[Source<'_>], root: &InRoot, spec: &CopySpec) -> Result<Plan, 
             vec![source.path.clone()]
         };
         for item in items {
-            plan_item(source, &item, &dest, spec, &mut plan)?;
+            plan_item(source, &item, &dest, spec, keep_owner, &mut plan)?;
         }
     }
     // Missing ancestors of what we write are created (existing ones stay as the image has them).
@@ -268,7 +313,6 @@ fn plan(sources: &[Source<'_>], root: &InRoot, spec: &CopySpec) -> Result<Plan, 
             wanted.insert(d.clone());
         }
     }
-    let (uid, gid) = spec.chown.unwrap_or((0, 0));
     for a in wanted {
         if plan.entries.contains_key(&a)
             || root
@@ -277,16 +321,23 @@ fn plan(sources: &[Source<'_>], root: &InRoot, spec: &CopySpec) -> Result<Plan, 
         {
             continue;
         }
-        let p = Planned {
-            origin: Origin::Dir,
-            mode: 0o755,
-            uid,
-            gid,
-            mtime: spec.epoch.unwrap_or(0),
-        };
-        plan.entries.insert(a, p);
+        plan.entries.insert(a, created_dir(spec));
     }
     Ok(plan)
+}
+
+/// A directory the copy creates that no source stands for (a missing parent, or the
+/// destination of a directory's contents): 0755, the `--chown` owner (else 0:0), dated
+/// `SOURCE_DATE_EPOCH` (else 0).
+fn created_dir(spec: &CopySpec) -> Planned {
+    let (uid, gid) = spec.chown.unwrap_or((0, 0));
+    Planned {
+        origin: Origin::Dir,
+        mode: 0o755,
+        uid,
+        gid,
+        mtime: spec.epoch.unwrap_or(0),
+    }
 }
 
 /// One resolved source path (a literal source or a wildcard match).
@@ -295,6 +346,7 @@ fn plan_item(
     item: &str,
     dest: &Dest,
     spec: &CopySpec,
+    keep_owner: bool,
     plan: &mut Plan,
 ) -> Result<(), CopyError> {
     let resolved = source.tree.resolve(item)?;
@@ -308,8 +360,7 @@ fn plan_item(
         if let Some(d) = &dest.path
             && dest.kind != Some(StatKind::Directory)
         {
-            plan.entries
-                .insert(d.clone(), planned(Origin::Dir, &meta, spec));
+            plan.entries.insert(d.clone(), created_dir(spec));
         }
         let kept = apply_exclude(&entries, spec.exclude.as_ref());
         for entry in kept {
@@ -317,8 +368,10 @@ fn plan_item(
                 Some(d) => d.join(&entry.rel)?,
                 None => LayerPath::new(&entry.rel)?,
             };
-            plan.entries
-                .insert(target, planned(entry_origin(entry)?, &entry.meta, spec));
+            plan.entries.insert(
+                target,
+                planned(entry_origin(entry)?, &entry.meta, spec, keep_owner),
+            );
         }
         return Ok(());
     }
@@ -335,8 +388,10 @@ fn plan_item(
         (None, _) => LayerPath::new(&name)?,
         (Some(d), false) => d.clone(),
     };
-    plan.entries
-        .insert(target, planned(file_origin(host, &meta)?, &meta, spec));
+    plan.entries.insert(
+        target,
+        planned(file_origin(host, &meta)?, &meta, spec, keep_owner),
+    );
     Ok(())
 }
 
@@ -425,6 +480,7 @@ fn plan_parents(
     source: &Source<'_>,
     dest: &Dest,
     spec: &CopySpec,
+    keep_owner: bool,
     out: &mut BTreeMap<LayerPath, Planned>,
 ) -> Result<(), CopyError> {
     let (pivot, pattern) = match source.path.split_once("/./") {
@@ -512,11 +568,14 @@ fn plan_parents(
             });
             if let Some(meta) = meta {
                 out.entry(target(parent)?)
-                    .or_insert_with(|| planned(Origin::Dir, meta, spec));
+                    .or_insert_with(|| planned(Origin::Dir, meta, spec, keep_owner));
             }
             at = parent;
         }
-        out.insert(target(&path)?, planned(entry_origin(e)?, &e.meta, spec));
+        out.insert(
+            target(&path)?,
+            planned(entry_origin(e)?, &e.meta, spec, keep_owner),
+        );
     }
     Ok(())
 }
@@ -560,8 +619,13 @@ fn file_origin(host: &Path, meta: &Metadata) -> Result<Origin, CopyError> {
     })
 }
 
-fn planned(origin: Origin, meta: &Metadata, spec: &CopySpec) -> Planned {
-    let (uid, gid) = spec.chown.unwrap_or((0, 0));
+/// A copied entry: `--chown`'s owner, else the source's (`keep_owner`) or 0:0.
+fn planned(origin: Origin, meta: &Metadata, spec: &CopySpec, keep_owner: bool) -> Planned {
+    let (uid, gid) = match spec.chown {
+        Some(ids) => ids,
+        None if keep_owner => (u64::from(meta.uid()), u64::from(meta.gid())),
+        None => (0, 0),
+    };
     let source_mode = meta.permissions().mode() & 0o7777;
     let mode = match (&origin, &spec.chmod) {
         (Origin::Symlink(_), _) => 0o777,
@@ -631,7 +695,7 @@ mod tests {
         sources: &[&str],
         spec: &CopySpec,
     ) -> Vec<String> {
-        plan(&srcs(ctx, sources), root, spec)
+        plan(&srcs(ctx, sources), root, spec, Owners::Root)
             .unwrap()
             .entries
             .keys()
@@ -643,7 +707,13 @@ mod tests {
     fn directory_contents_not_the_directory() {
         let (_d, ctx) = setup();
         let (_r, root) = empty();
-        let p = plan(&srcs(&ctx, &["dir"]), &root, &spec("/opt/app")).unwrap();
+        let p = plan(
+            &srcs(&ctx, &["dir"]),
+            &root,
+            &spec("/opt/app"),
+            Owners::Root,
+        )
+        .unwrap();
         let paths: Vec<&str> = p.entries.keys().map(LayerPath::as_str).collect();
         assert_eq!(
             paths,
@@ -692,7 +762,7 @@ mod tests {
     fn modes_owner_and_clamped_mtimes() {
         let (_d, ctx) = setup();
         let (_r, root) = empty();
-        let p = plan(&srcs(&ctx, &["app"]), &root, &spec("/bin/")).unwrap();
+        let p = plan(&srcs(&ctx, &["app"]), &root, &spec("/bin/"), Owners::Root).unwrap();
         let app = &p.entries[&LayerPath::new("bin/app").unwrap()];
         assert_eq!((app.mode, app.uid, app.gid, app.mtime), (0o755, 0, 0, 1000));
         let bin = &p.entries[&LayerPath::new("bin").unwrap()];
@@ -702,7 +772,7 @@ mod tests {
             chmod: Some(Chmod::Octal(0o600)),
             ..spec("/bin/")
         };
-        let p = plan(&srcs(&ctx, &["app"]), &root, &chowned).unwrap();
+        let p = plan(&srcs(&ctx, &["app"]), &root, &chowned, Owners::Root).unwrap();
         let app = &p.entries[&LayerPath::new("bin/app").unwrap()];
         assert_eq!((app.mode, app.uid, app.gid), (0o600, 1000, 1001));
         let bin = &p.entries[&LayerPath::new("bin").unwrap()];
@@ -715,9 +785,102 @@ mod tests {
             chmod: Some(Chmod::parse("go-rwx").unwrap()),
             ..spec("/d/")
         };
-        let p = plan(&srcs(&ctx, &["dir"]), &root, &symbolic).unwrap();
+        let p = plan(&srcs(&ctx, &["dir"]), &root, &symbolic, Owners::Root).unwrap();
         assert_eq!(p.entries[&LayerPath::new("d/sub").unwrap()].mode, 0o700);
         assert_eq!(p.entries[&LayerPath::new("d/link").unwrap()].mode, 0o777);
+    }
+
+    #[test]
+    fn the_destination_of_a_directory_is_created_0755_without_chmod() {
+        let (_d, ctx) = setup();
+        let (r, root) = empty();
+        let owned = |p: &Plan, path: &str| {
+            let e = &p.entries[&LayerPath::new(path).unwrap()];
+            (e.mode, e.uid, e.gid, e.mtime)
+        };
+        let chmod = CopySpec {
+            chmod: Some(Chmod::Octal(0o600)),
+            ..spec("/d/")
+        };
+        let p = plan(&srcs(&ctx, &["dir"]), &root, &chmod, Owners::Root).unwrap();
+        assert_eq!(owned(&p, "d"), (0o755, 0, 0, 1000), "created, not copied");
+        assert_eq!(owned(&p, "d/sub").0, 0o600, "what is copied gets --chmod");
+        assert_eq!(owned(&p, "d/g").0, 0o600);
+        let chown = CopySpec {
+            chown: Some((7, 8)),
+            ..chmod.clone()
+        };
+        let p = plan(&srcs(&ctx, &["dir"]), &root, &chown, Owners::Root).unwrap();
+        assert_eq!(owned(&p, "d"), (0o755, 7, 8, 1000), "--chown owns it");
+        // An existing destination is left as the image has it.
+        fs_err::create_dir(r.path().join("d")).unwrap();
+        fs_err::set_permissions(r.path().join("d"), std::fs::Permissions::from_mode(0o700))
+            .unwrap();
+        let p = plan(&srcs(&ctx, &["dir"]), &root, &chmod, Owners::Root).unwrap();
+        assert!(!p.entries.contains_key(&LayerPath::new("d").unwrap()));
+        copy_into(&srcs(&ctx, &["dir"]), &root, &chmod).unwrap();
+        let d = fs_err::metadata(r.path().join("d")).unwrap();
+        assert_eq!(d.permissions().mode() & 0o7777, 0o700);
+    }
+
+    #[test]
+    fn a_from_tree_keeps_its_owners_without_chown() {
+        let (d, ctx) = setup();
+        // Owned by 1234:5678 (root), else by the non-root user running the test: not 0 either way.
+        for p in ["app", "dir", "dir/g", "dir/link"] {
+            let _ = std::os::unix::fs::lchown(d.path().join(p), Some(1234), Some(5678));
+        }
+        let app = fs_err::metadata(d.path().join("app")).unwrap();
+        let ids = (u64::from(app.uid()), u64::from(app.gid()));
+        assert_ne!(ids, (0, 0));
+        let (_h, heredoc) = setup();
+        let (_r, root) = empty();
+        let owner = |p: &Plan, path: &str| {
+            let e = &p.entries[&LayerPath::new(path).unwrap()];
+            (e.uid, e.gid)
+        };
+        let mut sources = srcs(&ctx, &["app", "dir"]);
+        sources.push(Source {
+            tree: &heredoc,
+            path: "dir/g".into(),
+            wildcards: false,
+            unpack: false,
+        });
+        let s = spec("/o/");
+        let p = plan(&sources, &root, &s, Owners::KeepIn(&ctx)).unwrap();
+        assert_eq!(owner(&p, "o/app"), ids);
+        assert_eq!(
+            owner(&p, "o/g"),
+            (0, 0),
+            "another tree's entries are root's"
+        );
+        assert_eq!(owner(&p, "o"), (0, 0), "a created parent is root's");
+        let p = plan(&sources[1..2], &root, &s, Owners::KeepIn(&ctx)).unwrap();
+        assert_eq!(owner(&p, "o/g"), ids);
+        assert_eq!(owner(&p, "o/link"), ids, "symlinks too");
+        // The same tree without KeepIn (the build context), or with --chown.
+        let p = plan(&sources, &root, &s, Owners::Root).unwrap();
+        assert_eq!(owner(&p, "o/app"), (0, 0));
+        let chowned = CopySpec {
+            chown: Some((7, 8)),
+            ..spec("/o/")
+        };
+        let p = plan(&sources, &root, &chowned, Owners::KeepIn(&ctx)).unwrap();
+        assert_eq!(owner(&p, "o/app"), (7, 8));
+        // --parents keeps them for the parent directories it writes.
+        let parents = CopySpec {
+            parents: true,
+            ..spec("/p/")
+        };
+        let p = plan(
+            &srcs(&ctx, &["dir/g"]),
+            &root,
+            &parents,
+            Owners::KeepIn(&ctx),
+        )
+        .unwrap();
+        assert_eq!(owner(&p, "p/dir"), ids);
+        assert_eq!(owner(&p, "p/dir/g"), ids);
     }
 
     #[test]
@@ -744,7 +907,7 @@ mod tests {
         assert!(planned_paths(&ctx2, &root, &["*.none"], &spec("/o/")).is_empty());
         // Several matches need a directory destination.
         assert!(matches!(
-            plan(&srcs(&ctx2, &["*.txt"]), &root, &spec("/x")),
+            plan(&srcs(&ctx2, &["*.txt"]), &root, &spec("/x"), Owners::Root),
             Err(CopyError::DestinationNotDirectory)
         ));
         // A single match does not.
@@ -803,7 +966,7 @@ mod tests {
             ["d", "d/hard", "d/link", "d/sub", "d/sub/f"]
         );
         assert!(matches!(
-            plan(&srcs(&ctx, &["app"]), &root, &spec("/x")),
+            plan(&srcs(&ctx, &["app"]), &root, &spec("/x"), Owners::Root),
             Err(CopyError::Context(ContextError::Excluded { .. }))
         ));
     }
@@ -813,15 +976,25 @@ mod tests {
         let (_d, ctx) = setup();
         let (_r, root) = empty();
         assert!(matches!(
-            plan(&srcs(&ctx, &["app", "dir"]), &root, &spec("/x")),
+            plan(
+                &srcs(&ctx, &["app", "dir"]),
+                &root,
+                &spec("/x"),
+                Owners::Root
+            ),
             Err(CopyError::DestinationNotDirectory)
         ));
         assert!(matches!(
-            plan(&srcs(&ctx, &["nope"]), &root, &spec("/x")),
+            plan(&srcs(&ctx, &["nope"]), &root, &spec("/x"), Owners::Root),
             Err(CopyError::Context(ContextError::NotFound(_)))
         ));
         assert!(matches!(
-            plan(&srcs(&ctx, &["../etc/passwd"]), &root, &spec("/x")),
+            plan(
+                &srcs(&ctx, &["../etc/passwd"]),
+                &root,
+                &spec("/x"),
+                Owners::Root
+            ),
             Err(CopyError::Context(ContextError::OutsideContext(_)))
         ));
     }

@@ -153,9 +153,9 @@ pub fn run(
             let layer = if wd == "/" {
                 StepLayer::Unchanged
             } else {
-                let owner = workdir::owner(state);
+                let user = state.config.config.user.clone();
                 file_step(env, state, &step.original, |root| {
-                    Ok(workdir::create_in(root, &wd, owner, env.epoch)?)
+                    Ok(workdir::create_in(root, &wd, user.as_deref(), env.epoch)?)
                 })?
             };
             state.config.config.working_dir = Some(wd);

@@ -3,13 +3,44 @@
 //!
 //! The directory is created in the step's writable rootfs (a snapshot, see `rootfs`) through
 //! root-bounded operations: symlinks on the way are followed inside the image root. Created
-//! directories are 0755, owned by a numeric USER (else root), dated `SOURCE_DATE_EPOCH` (else 0).
+//! directories are 0755, dated `SOURCE_DATE_EPOCH` (else 0), and owned by the stage's current
+//! `USER`, as BuildKit makes them (`dockerfile2llb/convert.go` `dispatchWorkdir`:
+//! `llb.Mkdir(wd, 0755, WithParents(true), WithUser(user))`), so that `USER app` then
+//! `WORKDIR /srv/app` gives `app` a directory it can write to. The `USER` value is resolved as
+//! BuildKit's `WithUser` chown option is, which is the rule of `--chown` (see `copy::chown`):
+//! `uid` alone is `uid:uid`, a name takes its passwd uid and primary gid, a group name is looked
+//! up in `/etc/group`, all in the image's own files. No `USER` (or an empty one) is root.
+//!
+//! Difference: BuildKit silently uses 0 for a name missing from the image's passwd/group; kiln
+//! refuses the step naming the file, as for `--chown`. The owner is only looked up when a
+//! directory is to be created.
 
 use snapshotter::layer::LayerPath;
 
+use super::StepError;
+use super::copy::chown;
 use crate::solver::inroot::{InRoot, InRootError, StatKind};
 use crate::solver::rootfs::Touched;
 use crate::solver::stage::StageState;
+
+/// Why WORKDIR could not create its directory.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkdirError {
+    #[error(transparent)]
+    InRoot(#[from] InRootError),
+    /// The `USER` the directory is to be owned by is not in the image.
+    #[error("WORKDIR creates its directory as USER {user}: {reason}")]
+    User { user: String, reason: String },
+}
+
+impl From<WorkdirError> for StepError {
+    fn from(e: WorkdirError) -> Self {
+        match e {
+            WorkdirError::InRoot(e) => Self::InRoot(e),
+            e @ WorkdirError::User { .. } => Self::Invalid(e.to_string()),
+        }
+    }
+}
 
 /// Resolve `path` against the current WORKDIR and clean it (`/a/./b/../c` → `/a/c`).
 pub fn normalize(current: &str, path: &str) -> String {
@@ -36,20 +67,26 @@ pub fn target(state: &StageState, path: &str) -> String {
     normalize(&state.workdir(), path)
 }
 
-/// The owner of directories WORKDIR creates: a numeric USER (names need the image's passwd,
-/// which user resolution brings with RUN), else root.
-pub fn owner(state: &StageState) -> (u64, u64) {
-    numeric_user(state.config.config.user.as_deref()).unwrap_or((0, 0))
+/// The owner of directories WORKDIR creates as `user` (the stage's `USER`), resolved in
+/// `root`: root when there is no user.
+pub fn owner(root: &InRoot, user: Option<&str>) -> Result<(u64, u64), WorkdirError> {
+    match user {
+        None | Some("") => Ok((0, 0)),
+        Some(u) => chown::resolve(root, u).map_err(|reason| WorkdirError::User {
+            user: u.to_owned(),
+            reason,
+        }),
+    }
 }
 
-/// Create the absolute directory `wd` (and missing parents) in `root`; `None` when it already
-/// exists (no layer).
+/// Create the absolute directory `wd` (and missing parents) in `root`, owned by `user` (the
+/// stage's `USER`, see [`owner`]); `None` when it already exists (no layer).
 pub fn create_in(
     root: &InRoot,
     wd: &str,
-    (uid, gid): (u64, u64),
+    user: Option<&str>,
     epoch: Option<u64>,
-) -> Result<Option<Touched>, InRootError> {
+) -> Result<Option<Touched>, WorkdirError> {
     let resolved = root.resolve(wd)?;
     let Ok(target) = LayerPath::new(&resolved) else {
         return Ok(None);
@@ -60,11 +97,12 @@ pub fn create_in(
     {
         return Ok(None);
     }
+    let (uid, gid) = owner(root, user)?;
     let mut created = Vec::new();
     for p in target.ancestors().chain(std::iter::once(target.clone())) {
         match root.lstat(&p)? {
             Some(st) if st.kind == StatKind::Directory => {}
-            Some(_) => return Err(InRootError::NotADirectory(p.as_str().to_owned())),
+            Some(_) => return Err(InRootError::NotADirectory(p.as_str().to_owned()).into()),
             None => {
                 root.make_dir(&p, 0o755, uid, gid)?;
                 created.push(p);
@@ -78,13 +116,6 @@ pub fn create_in(
     Ok(Some(Touched {
         paths: created.into_iter().collect(),
     }))
-}
-
-fn numeric_user(user: Option<&str>) -> Option<(u64, u64)> {
-    let user = user?;
-    // Without a group, BuildKit takes the user's primary group from passwd, else 0.
-    let (u, g) = user.split_once(':').unwrap_or((user, "0"));
-    Some((u.parse().ok()?, g.parse().ok()?))
 }
 
 #[cfg(test)]
@@ -105,9 +136,9 @@ mod tests {
         fs_err::create_dir(d.path().join("tmp")).unwrap();
         std::os::unix::fs::symlink("/tmp", d.path().join("t")).unwrap();
         let root = InRoot::open(d.path()).unwrap();
-        assert!(create_in(&root, "/tmp", (0, 0), None).unwrap().is_none());
-        assert!(create_in(&root, "/t", (0, 0), None).unwrap().is_none());
-        let touched = create_in(&root, "/t/a/b", (1000, 0), Some(5))
+        assert!(create_in(&root, "/tmp", None, None).unwrap().is_none());
+        assert!(create_in(&root, "/t", None, None).unwrap().is_none());
+        let touched = create_in(&root, "/t/a/b", Some("1000:0"), Some(5))
             .unwrap()
             .unwrap();
         let paths: Vec<&str> = touched.paths.iter().map(LayerPath::as_str).collect();
@@ -119,16 +150,51 @@ mod tests {
         assert_eq!((st.mode, st.uid, st.mtime), (0o755, 1000, 5));
         fs_err::write(d.path().join("file"), b"").unwrap();
         assert!(matches!(
-            create_in(&root, "/file/x", (0, 0), None),
-            Err(InRootError::NotADirectory(_))
+            create_in(&root, "/file/x", None, None),
+            Err(WorkdirError::InRoot(InRootError::NotADirectory(_)))
         ));
     }
 
     #[test]
-    fn numeric_users_only() {
-        assert_eq!(numeric_user(Some("1000")), Some((1000, 0)));
-        assert_eq!(numeric_user(Some("1000:50")), Some((1000, 50)));
-        assert_eq!(numeric_user(Some("nobody")), None);
-        assert_eq!(numeric_user(None), None);
+    fn owned_by_the_user_resolved_in_the_image() {
+        let d = tempfile::tempdir().unwrap();
+        fs_err::create_dir(d.path().join("etc")).unwrap();
+        fs_err::write(
+            d.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n",
+        )
+        .unwrap();
+        fs_err::write(d.path().join("etc/group"), "root:x:0:\nstaff:x:50:app\n").unwrap();
+        let root = InRoot::open(d.path()).unwrap();
+        let ids = |user| owner(&root, user).unwrap();
+        assert_eq!(ids(None), (0, 0));
+        assert_eq!(ids(Some("")), (0, 0));
+        assert_eq!(ids(Some("app")), (1000, 1001), "passwd uid and primary gid");
+        assert_eq!(ids(Some("app:staff")), (1000, 50));
+        assert_eq!(
+            ids(Some("2000")),
+            (2000, 2000),
+            "BuildKit's WithUser: uid:uid"
+        );
+        assert_eq!(ids(Some("2000:3")), (2000, 3));
+        // Every directory created gets the owner; an existing one needs no lookup.
+        create_in(&root, "/srv/app", Some("app"), None)
+            .unwrap()
+            .unwrap();
+        for p in ["srv", "srv/app"] {
+            let st = root.lstat(&LayerPath::new(p).unwrap()).unwrap().unwrap();
+            assert_eq!((st.mode, st.uid, st.gid), (0o755, 1000, 1001), "{p}");
+        }
+        assert!(
+            create_in(&root, "/srv", Some("ghost"), None)
+                .unwrap()
+                .is_none()
+        );
+        let err = create_in(&root, "/srv/ghost", Some("ghost"), None).unwrap_err();
+        assert!(
+            matches!(&err, WorkdirError::User { user, .. } if user == "ghost"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("/etc/passwd"), "{err}");
     }
 }

@@ -9,7 +9,12 @@
 //!   to them, as BuildKit's `chrootarchive.Untar`); directory mtimes are set last;
 //! - the destination directory is the extraction's root, as the chroot of `chrootarchive`:
 //!   `..` in entry names and symlinks met on the way (absolute ones too) resolve inside it,
-//!   so no entry lands outside the destination.
+//!   so no entry lands outside the destination;
+//! - a parent directory the archive has no entry for (`pkg/f` without `pkg/`) is created
+//!   0755 and owned by root, as moby's `archive.Unpack` does (`MkdirAllAndChownNew(parent,
+//!   0o755, rootIDs)`); it is dated like the other directories a file step creates
+//!   (`SOURCE_DATE_EPOCH`, else 0) where moby leaves the extraction time. A later entry for it
+//!   sets its metadata as the archive has it.
 //!
 //! Differences: a device, fifo or socket entry is refused (a file step cannot create one), and a
 //! non-directory entry over an existing directory is an error instead of removing the
@@ -135,11 +140,13 @@ fn valid_header(block: &[u8; 512]) -> bool {
 }
 
 /// Extract the archive at `host` into `dest` (`None`: the image root) of `root`; the paths
-/// written are added to `touched`.
+/// written are added to `touched`. `created_mtime` dates the parent directories the archive
+/// has no entry for.
 pub fn extract(
     host: &Path,
     root: &InRoot,
     dest: Option<&LayerPath>,
+    created_mtime: i64,
     touched: &mut BTreeSet<LayerPath>,
 ) -> Result<(), ArchiveError> {
     let read_err = |source: std::io::Error| ArchiveError::Read {
@@ -152,6 +159,8 @@ pub fn extract(
     let mut dir_times: BTreeMap<LayerPath, i64> = BTreeMap::new();
     // Entry names (as in the archive, cleaned) to where they were written, for hard links.
     let mut written: BTreeMap<String, LayerPath> = BTreeMap::new();
+    // Directories known to exist below the destination (no lstat for each entry's parents).
+    let mut dirs: BTreeSet<LayerPath> = BTreeSet::new();
     for entry in archive.entries().map_err(read_err)? {
         let mut entry = entry.map_err(read_err)?;
         let raw = entry.path_bytes().into_owned();
@@ -174,10 +183,26 @@ pub fn extract(
             entry: name.clone(),
             kind,
         };
-        match header.entry_type() {
+        let entry_type = header.entry_type();
+        if matches!(
+            entry_type,
+            tar::EntryType::Directory
+                | tar::EntryType::Regular
+                | tar::EntryType::Continuous
+                | tar::EntryType::Symlink
+                | tar::EntryType::Link
+        ) {
+            let made = implicit_parents(root, &base, &path, &mut dirs)?;
+            for p in made {
+                dir_times.insert(p.clone(), created_mtime);
+                touched.insert(p);
+            }
+        }
+        match entry_type {
             tar::EntryType::Directory => {
                 root.make_dir(&path, mode, uid, gid)?;
                 dir_times.insert(path.clone(), mtime);
+                dirs.insert(path.clone());
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 root.write_file(&path, &mut entry, mode, uid, gid, mtime)?;
@@ -215,6 +240,37 @@ pub fn extract(
         root.set_mtime(path, *mtime)?;
     }
     Ok(())
+}
+
+/// Create the missing directories between `base` (exclusive, it exists) and `path`
+/// (exclusive), 0755 root-owned; returns those created, top down. `known` caches the
+/// directories already seen.
+fn implicit_parents(
+    root: &InRoot,
+    base: &str,
+    path: &LayerPath,
+    known: &mut BTreeSet<LayerPath>,
+) -> Result<Vec<LayerPath>, InRootError> {
+    let mut made = Vec::new();
+    for parent in path.ancestors() {
+        let below_base = base.is_empty()
+            || (parent.as_str().len() > base.len()
+                && parent.as_str().starts_with(base)
+                && parent.as_str().as_bytes()[base.len()] == b'/');
+        if !below_base || known.contains(&parent) {
+            continue;
+        }
+        match root.lstat(&parent)? {
+            // A non-directory in the way is left for the entry's own write to refuse.
+            Some(_) => {}
+            None => {
+                root.make_dir(&parent, 0o755, 0, 0)?;
+                made.push(parent.clone());
+            }
+        }
+        known.insert(parent);
+    }
+    Ok(made)
 }
 
 /// An entry name without `./`, empty components and trailing `/`; `None` for the root.
@@ -362,7 +418,7 @@ mod tests {
                 .unwrap();
             root.make_dir(&dest, 0o755, 0, 0).unwrap();
             let mut touched = BTreeSet::new();
-            extract(a, &root, Some(&dest), &mut touched).unwrap();
+            extract(a, &root, Some(&dest), 0, &mut touched).unwrap();
             assert_eq!(
                 fs_err::read_to_string(out.path().join("opt/x/d/f")).unwrap(),
                 "hello"
@@ -401,5 +457,78 @@ mod tests {
             "the entry itself is not followed"
         );
         assert_eq!(p(".."), None);
+    }
+
+    #[test]
+    fn parents_without_entries_are_created_0755_root() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let d = tempfile::tempdir().unwrap();
+        // `pkg/sub/f` and `pkg/l` with no entry for `pkg/` or `pkg/sub/`; then `other/` late.
+        let tar_path = d.path().join("a.tar");
+        let mut b = tar::Builder::new(fs_err::File::create(&tar_path).unwrap());
+        let file = |b: &mut tar::Builder<_>, name: &str, kind: tar::EntryType, mode| {
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(kind);
+            h.set_mode(mode);
+            h.set_uid(1000);
+            h.set_gid(2000);
+            h.set_mtime(77);
+            if kind == tar::EntryType::Symlink {
+                h.set_link_name("sub/f").unwrap();
+            }
+            let data: &[u8] = if kind == tar::EntryType::Regular {
+                b"x"
+            } else {
+                b""
+            };
+            h.set_size(data.len() as u64);
+            b.append_data(&mut h, name, data).unwrap();
+        };
+        file(&mut b, "pkg/sub/f", tar::EntryType::Regular, 0o640);
+        file(&mut b, "pkg/l", tar::EntryType::Symlink, 0o777);
+        file(&mut b, "other/deep/g", tar::EntryType::Regular, 0o600);
+        file(&mut b, "other/", tar::EntryType::Directory, 0o700);
+        b.into_inner().unwrap();
+        assert!(is_archive(&tar_path));
+
+        let out = tempfile::tempdir().unwrap();
+        let root = InRoot::open(out.path()).unwrap();
+        let dest = LayerPath::new("owned").unwrap();
+        root.make_dir(&dest, 0o755, 0, 0).unwrap();
+        let mut touched = BTreeSet::new();
+        extract(&tar_path, &root, Some(&dest), 5, &mut touched).unwrap();
+        let meta = |p: &str| fs_err::symlink_metadata(out.path().join(p)).unwrap();
+        for implicit in ["owned/pkg", "owned/pkg/sub", "owned/other/deep"] {
+            let m = meta(implicit);
+            assert!(m.is_dir(), "{implicit}");
+            assert_eq!(
+                (m.permissions().mode() & 0o7777, m.uid(), m.gid(), m.mtime()),
+                (0o755, 0, 0, 5),
+                "{implicit}"
+            );
+            assert!(touched.contains(&LayerPath::new(implicit).unwrap()));
+        }
+        let f = meta("owned/pkg/sub/f");
+        assert_eq!(
+            (f.permissions().mode() & 0o7777, f.uid(), f.gid(), f.mtime()),
+            (0o640, 1000, 2000, 77)
+        );
+        // An entry for a directory created implicitly before gives it the archive's metadata.
+        let other = meta("owned/other");
+        assert_eq!(
+            (
+                other.permissions().mode() & 0o7777,
+                other.uid(),
+                other.mtime()
+            ),
+            (0o700, 1000, 77)
+        );
+        // Into the image root too.
+        let out = tempfile::tempdir().unwrap();
+        let root = InRoot::open(out.path()).unwrap();
+        let mut touched = BTreeSet::new();
+        extract(&tar_path, &root, None, 0, &mut touched).unwrap();
+        assert!(out.path().join("pkg/sub/f").is_file());
+        assert!(touched.contains(&LayerPath::new("pkg").unwrap()));
     }
 }

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use frontend::instructions::SourceContent;
 use frontend::{CopyFrom, CopyStep, Step};
 
-use super::{Chmod, CopyError, CopySpec, Source, chown, copy_into};
+use super::{Chmod, CopyError, CopySpec, Owners, Source, chown, copy_into_with};
 use crate::solver::context::Context;
 use crate::solver::inroot::InRoot;
 use crate::solver::rootfs::{self, LayerSettings, MountedView, StepLayer, Touched};
@@ -329,14 +329,29 @@ pub(in crate::solver::steps) fn run(
         link: c.link,
         created_by,
     };
-    execute(env, state, request)
+    // Without --chown, what comes from another stage or image keeps its owner (BuildKit).
+    let owners = from_tree
+        .as_ref()
+        .map_or(Owners::Root, |f| Owners::KeepIn(&f.tree));
+    execute_with(env, state, request, owners)
 }
 
-/// Run a prepared COPY/ADD on the stage's filesystem and record its layer and history.
+/// Run a prepared COPY/ADD on the stage's filesystem and record its layer and history; every
+/// copied entry is 0:0 unless `--chown`.
 pub(in crate::solver::steps) fn execute(
     env: &StepEnv<'_>,
     state: &mut StageState,
     request: Request<'_>,
+) -> Result<(), StepError> {
+    execute_with(env, state, request, Owners::Root)
+}
+
+/// [`execute`], with the owners of entries when there is no `--chown` chosen by `owners`.
+fn execute_with(
+    env: &StepEnv<'_>,
+    state: &mut StageState,
+    request: Request<'_>,
+    owners: Owners<'_>,
 ) -> Result<(), StepError> {
     let Request {
         sources,
@@ -360,7 +375,7 @@ pub(in crate::solver::steps) fn execute(
         spec.chown = Some(ids);
     }
     let copy = |root: &InRoot, spec: &CopySpec| -> Result<Option<Touched>, StepError> {
-        let touched = copy_into(&sources, root, spec)?;
+        let touched = copy_into_with(&sources, root, spec, owners)?;
         Ok((!touched.paths.is_empty()).then_some(touched))
     };
     // BuildKit links only without --chmod (`cfg.link && cfg.chmod == ""`).
