@@ -328,6 +328,38 @@ impl Drop for Cgroup {
 }
 
 /// `create` on the given host description, own cgroups and file system (tests use a fake).
+/// Remove the empty cgroups under `parent` (relative to kiln's own cgroup, as [`Cgroup::create`]
+/// places relative paths) whose name `is_stale` says are left over, e.g. by a kiln that was
+/// killed before it could destroy them. A cgroup that still holds processes is never removed
+/// (`rmdir` refuses it). Returns how many directories were removed.
+pub fn remove_stale(parent: &str, is_stale: impl Fn(&str) -> bool) -> usize {
+    let Ok(own) = read_to_string(&REAL_FS, Path::new("/proc/self/cgroup")) else {
+        return 0;
+    };
+    let own = parse_proc_cgroup(&own);
+    let Ok(rel) = relative_path(parent) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for hierarchy in &host().hierarchies {
+        let dir = own_dir(hierarchy, &own).join(&rel);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if entry.file_type().is_ok_and(|t| t.is_dir())
+                && is_stale(name)
+                && std::fs::remove_dir(entry.path()).is_ok()
+            {
+                removed += 1;
+            }
+        }
+    }
+    removed
+}
+
 fn create_in(
     host: &Host,
     own: &[OwnCgroup],

@@ -463,6 +463,7 @@ fn a_killed_build_leaves_no_container_and_no_mount() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    let killed = child.id();
     child.kill().unwrap();
     child.wait().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -480,4 +481,15 @@ fn a_killed_build_leaves_no_container_and_no_mount() {
         !mounts.contains(f.root.path().to_str().unwrap()),
         "{mounts}"
     );
+    // ... and the killed kiln's (empty) container cgroups.
+    let left = crate::support::run_tool(std::process::Command::new("find").args([
+        "/sys/fs/cgroup",
+        "-maxdepth",
+        "8",
+        "-type",
+        "d",
+        "-name",
+        &format!("kiln-run-{killed}-*"),
+    ]));
+    assert_eq!(left.trim(), "", "cgroups left by the killed kiln");
 }

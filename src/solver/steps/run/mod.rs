@@ -129,6 +129,27 @@ fn sandbox_err(e: sandbox::SandboxError) -> StepError {
     StepError::Sandbox(Box::new(e))
 }
 
+/// The cgroup a RUN's container gets is `kiln/<id>` (`sandbox::linux`), and the id is
+/// `kiln-run-<pid>-<n>`: a kiln that was killed leaves those directories behind (its containers
+/// die with it, so they are empty). The first RUN of each kiln process removes the ones whose
+/// process is gone.
+fn sweep_stale_cgroups() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        sandbox::cgroup::remove_stale("kiln", |name| {
+            let Some(rest) = name.strip_prefix("kiln-run-") else {
+                return false;
+            };
+            let Some((pid, _)) = rest.split_once('-') else {
+                return false;
+            };
+            pid.parse::<u32>().is_ok_and(|pid| {
+                pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
+            })
+        });
+    });
+}
+
 /// Run one RUN step.
 pub fn run(env: &RunEnv<'_>, state: &mut StageState, run: &RunCommand) -> Result<(), StepError> {
     let snapshot = state.clone();
@@ -164,6 +185,7 @@ pub fn run(env: &RunEnv<'_>, state: &mut StageState, run: &RunCommand) -> Result
             ));
         }
     }
+    sweep_stale_cgroups();
     let invocation = command::invocation(state, run);
     let created_by = command::created_by(state, &invocation.argv);
     let workdir = state.workdir();
