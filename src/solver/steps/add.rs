@@ -19,7 +19,7 @@ pub mod http;
 use frontend::Step;
 use frontend::instructions::AddCommand;
 
-use super::copy::{self, Chmod, CopyError, CopySpec, Request, Scratch, Source};
+use super::copy::{self, CopyError, CopySpec, Request, Scratch, Source};
 use super::{StepEnv, StepError, StepPlace};
 use crate::solver::context::Context;
 use crate::solver::stage::StageState;
@@ -51,24 +51,21 @@ pub(super) fn run(
 ) -> Result<(), StepError> {
     let snapshot = state.clone();
     let lookup = move |name: &str| snapshot.lookup(name);
-    let sources = a
-        .sources
-        .iter()
-        .map(|w| w.expand(&lookup))
-        .collect::<Result<Vec<_>, _>>()?;
-    let dest = a.dest.expand(&lookup)?;
-    let chown = a.chown.as_ref().map(|w| w.expand(&lookup)).transpose()?;
-    let chmod_text = a.chmod.as_ref().map(|w| w.expand(&lookup)).transpose()?;
-    let chmod = chmod_text
-        .as_deref()
-        .map(Chmod::parse)
-        .transpose()
-        .map_err(StepError::Invalid)?;
-    let exclude = a
-        .exclude
-        .iter()
-        .map(|w| w.expand(&lookup))
-        .collect::<Result<Vec<_>, _>>()?;
+    let copy::Expanded {
+        sources,
+        dest,
+        chown,
+        chmod_text,
+        chmod,
+        exclude,
+    } = copy::Expanded::new(
+        &lookup,
+        &a.sources,
+        &a.dest,
+        a.chown.as_ref(),
+        a.chmod.as_ref(),
+        &a.exclude,
+    )?;
     let checksum = a.checksum.as_ref().map(|w| w.expand(&lookup)).transpose()?;
     let kinds: Vec<Kind> = sources.iter().map(|s| kind(s)).collect();
     if checksum.is_some() {

@@ -70,7 +70,7 @@ use crate::solver::rootfs::Touched;
 use crate::store::StoreError;
 pub use chmod::Chmod;
 pub(super) use step::{
-    Request, Scratch, exclude_rules, execute, heredoc_tree, history_text, run, set_mtime,
+    Expanded, Request, Scratch, exclude_rules, execute, heredoc_tree, history_text, run, set_mtime,
 };
 
 /// Errors of a COPY.

@@ -251,6 +251,48 @@ fn from_state(
     }
 }
 
+/// The words COPY and ADD share, expanded with the stage's variables.
+pub(in crate::solver::steps) struct Expanded {
+    pub sources: Vec<String>,
+    pub dest: String,
+    pub chown: Option<String>,
+    /// `--chmod` as written (history) and parsed.
+    pub chmod_text: Option<String>,
+    pub chmod: Option<Chmod>,
+    pub exclude: Vec<String>,
+}
+
+impl Expanded {
+    pub fn new(
+        lookup: &dyn Fn(&str) -> Option<String>,
+        sources: &[frontend::Word],
+        dest: &frontend::Word,
+        chown: Option<&frontend::Word>,
+        chmod: Option<&frontend::Word>,
+        exclude: &[frontend::Word],
+    ) -> Result<Self, StepError> {
+        let all = |words: &[frontend::Word]| {
+            words
+                .iter()
+                .map(|w| w.expand(lookup))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let chmod_text = chmod.map(|w| w.expand(lookup)).transpose()?;
+        Ok(Self {
+            sources: all(sources)?,
+            dest: dest.expand(lookup)?,
+            chown: chown.map(|w| w.expand(lookup)).transpose()?,
+            chmod: chmod_text
+                .as_deref()
+                .map(Chmod::parse)
+                .transpose()
+                .map_err(StepError::Invalid)?,
+            chmod_text,
+            exclude: all(exclude)?,
+        })
+    }
+}
+
 /// Run a COPY step.
 pub(in crate::solver::steps) fn run(
     env: &StepEnv<'_>,
@@ -261,24 +303,21 @@ pub(in crate::solver::steps) fn run(
 ) -> Result<(), StepError> {
     let snapshot = state.clone();
     let lookup = move |name: &str| snapshot.lookup(name);
-    let sources = c
-        .sources
-        .iter()
-        .map(|w| w.expand(&lookup))
-        .collect::<Result<Vec<_>, _>>()?;
-    let dest = c.dest.expand(&lookup)?;
-    let chown = c.chown.as_ref().map(|w| w.expand(&lookup)).transpose()?;
-    let chmod_text = c.chmod.as_ref().map(|w| w.expand(&lookup)).transpose()?;
-    let chmod = chmod_text
-        .as_deref()
-        .map(Chmod::parse)
-        .transpose()
-        .map_err(StepError::Invalid)?;
-    let exclude = c
-        .exclude
-        .iter()
-        .map(|w| w.expand(&lookup))
-        .collect::<Result<Vec<_>, _>>()?;
+    let Expanded {
+        sources,
+        dest,
+        chown,
+        chmod_text,
+        chmod,
+        exclude,
+    } = Expanded::new(
+        &lookup,
+        &c.sources,
+        &c.dest,
+        c.chown.as_ref(),
+        c.chmod.as_ref(),
+        &c.exclude,
+    )?;
     let created_by = history_text(
         "COPY",
         c.parents,
