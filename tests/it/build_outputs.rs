@@ -92,6 +92,11 @@ fn tool(name: &str) -> Result<std::path::PathBuf, Skip> {
     harness::which(name)
 }
 
+/// `kiln build -q -o OUTPUT CONTEXT` against the store at `root`.
+fn build_to(root: &Path, ctx: &Path, output: &str) -> Run {
+    kiln(root, &["build", "-q", "-o", output, p(ctx)])
+}
+
 #[test]
 fn oci_archive_is_an_oci_layout_read_by_skopeo_and_umoci() {
     let ctx = context();
@@ -430,15 +435,10 @@ fn local_output_applies_deletions_of_later_layers() {
     );
     let out_dir = harness::tempdir();
     let dest = out_dir.path().join("fs");
-    kiln(
+    build_to(
         root.path(),
-        &[
-            "build",
-            "-q",
-            "-o",
-            &format!("type=local,dest={}", p(&dest)),
-            p(ctx.path()),
-        ],
+        ctx.path(),
+        &format!("type=local,dest={}", p(&dest)),
     )
     .ok();
     assert_eq!(fs_err::read_to_string(dest.join("kept")).unwrap(), "kept\n");
@@ -452,15 +452,10 @@ fn tar_output_is_the_root_filesystem_as_a_tar() {
     let root = harness::tempdir();
     let out_dir = harness::tempdir();
     let dest = out_dir.path().join("fs.tar");
-    kiln(
+    build_to(
         root.path(),
-        &[
-            "build",
-            "-q",
-            "-o",
-            &format!("type=tar,dest={}", p(&dest)),
-            p(ctx.path()),
-        ],
+        ctx.path(),
+        &format!("type=tar,dest={}", p(&dest)),
     )
     .ok();
     let bytes = fs_err::read(&dest).unwrap();
