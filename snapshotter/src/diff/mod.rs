@@ -81,6 +81,24 @@ use crate::layer::{LayerError, LayerPath, LayerWriter, Node, Xattr};
 pub use mountinfo::check_mounts;
 pub use tree::diff_trees;
 
+/// The tar node of a special file (character or block device, else a fifo); both differs call
+/// it for everything that is not a directory, regular file or symlink.
+fn special_node(meta: &std::fs::Metadata) -> Node {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let ft = meta.file_type();
+    let (major, minor) = (
+        rustix::fs::major(meta.rdev()),
+        rustix::fs::minor(meta.rdev()),
+    );
+    if ft.is_char_device() {
+        Node::CharDevice { major, minor }
+    } else if ft.is_block_device() {
+        Node::BlockDevice { major, minor }
+    } else {
+        Node::Fifo
+    }
+}
+
 /// Overlay mount options the snapshotter must use for upperdirs this module diffs (see the
 /// module docs): no directory redirects, no metadata-only copy-up. For `userxattr` mounts use
 /// [`OverlayXattrs::mount_options`].

@@ -13,7 +13,7 @@ use super::{
     Change, ChangeKind, CopyUps, DiffError, DiffOptions, OPAQUE_WHITEOUT, OverlayXattrs, Result,
     WHITEOUT_PREFIX,
 };
-use crate::layer::{LayerPath, Node};
+use crate::layer::LayerPath;
 
 /// What the lower view has at the directory being walked.
 #[derive(Debug, Clone)]
@@ -227,17 +227,7 @@ impl Scanner<'_> {
             };
             ChangeKind::Symlink { target }
         } else {
-            let (major, minor) = (
-                rustix::fs::major(meta.rdev()),
-                rustix::fs::minor(meta.rdev()),
-            );
-            ChangeKind::Node(if ft.is_char_device() {
-                Node::CharDevice { major, minor }
-            } else if ft.is_block_device() {
-                Node::BlockDevice { major, minor }
-            } else {
-                Node::Fifo
-            })
+            ChangeKind::Node(super::special_node(meta))
         };
         let linked = meta.nlink() > 1;
         // Another link may be new in this step, so a linked inode is never "unchanged".

@@ -82,7 +82,7 @@ use super::{
     Change, ChangeKind, DiffError, DiffOptions, DiffSummary, OPAQUE_WHITEOUT, Result,
     WHITEOUT_PREFIX, write,
 };
-use crate::layer::{LayerPath, LayerWriter, Node, Xattr};
+use crate::layer::{LayerPath, LayerWriter, Xattr};
 
 /// The host's SELinux label is not content (Docker and BuildKit never emit it either).
 const SELINUX: &str = "security.selinux";
@@ -254,17 +254,7 @@ impl<W: Write> Walk<'_, W> {
             };
             ChangeKind::Symlink { target }
         } else {
-            let (major, minor) = (
-                rustix::fs::major(meta.rdev()),
-                rustix::fs::minor(meta.rdev()),
-            );
-            ChangeKind::Node(if ft.is_char_device() {
-                Node::CharDevice { major, minor }
-            } else if ft.is_block_device() {
-                Node::BlockDevice { major, minor }
-            } else {
-                Node::Fifo
-            })
+            ChangeKind::Node(super::special_node(meta))
         };
         let mut change = change(kind);
         if meta.nlink() > 1 {
