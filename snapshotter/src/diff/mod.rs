@@ -67,7 +67,7 @@
 //! Not responsible for: mounting snapshots (`snapshot/`), compression (`layer.rs`,
 //! `compress/`), applying layers (`apply/`).
 
-mod mountinfo;
+pub(crate) mod mountinfo;
 mod scan;
 mod tree;
 mod write;

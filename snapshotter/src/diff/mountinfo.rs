@@ -125,6 +125,12 @@ fn overlay_mounts(text: &str) -> impl Iterator<Item = OverlayMount> + '_ {
 /// Undo the kernel's `\ooo` octal escapes (space, tab, newline, backslash, and in overlay
 /// options also `,` and `=`).
 fn unescape(s: &str) -> String {
+    String::from_utf8_lossy(&unescape_bytes(s)).into_owned()
+}
+
+/// [`unescape`] as raw bytes (paths need not be UTF-8); also used for mountpoints by
+/// `snapshot::mountpoint`.
+pub(crate) fn unescape_bytes(s: &str) -> Vec<u8> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -147,7 +153,7 @@ fn unescape(s: &str) -> String {
         out.push(bytes[i]);
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
 #[cfg(test)]

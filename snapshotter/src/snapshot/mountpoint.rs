@@ -30,6 +30,7 @@ use rustix::mount::UnmountFlags;
 
 use super::error::{Result, SnapshotError};
 use super::meta::Owner;
+use crate::diff::mountinfo::unescape_bytes;
 
 const PREFIX: &str = "rootfs-";
 const MOUNTINFO: &str = "/proc/self/mountinfo";
@@ -170,34 +171,7 @@ fn mountpoints(mountinfo: &str) -> impl Iterator<Item = PathBuf> + '_ {
     mountinfo
         .lines()
         .filter_map(|line| line.split(' ').nth(4))
-        .map(|field| PathBuf::from(OsStr::from_bytes(&unescape(field))))
-}
-
-/// Decode the `\ooo` escapes the kernel writes for space, tab, newline and backslash.
-fn unescape(field: &str) -> Vec<u8> {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let value = bytes[i + 1..i + 4]
-                .iter()
-                .fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
-            if let Ok(byte) = u8::try_from(value) {
-                out.push(byte);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    out
+        .map(|field| PathBuf::from(OsStr::from_bytes(&unescape_bytes(field))))
 }
 
 #[cfg(test)]
