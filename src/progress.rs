@@ -70,6 +70,12 @@ pub enum Event {
         elapsed: Duration,
         line: String,
     },
+    /// `--debug-cache`: a step's key was not found in the cache, and why.
+    CacheMiss {
+        step: StepId,
+        key: String,
+        reason: String,
+    },
     /// A base image is being fetched from a registry.
     Pulling {
         reference: String,

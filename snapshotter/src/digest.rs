@@ -40,7 +40,7 @@ impl Digest {
     }
 
     /// A digest from the 32 bytes of a SHA-256 computed elsewhere.
-    pub(crate) fn from_bytes(bytes: [u8; 32]) -> Self {
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)
     }
 

@@ -119,6 +119,19 @@ pub struct BuildArgs {
     /// Set metadata for the image (`KEY=VALUE`); repeatable.
     #[arg(long = "label", value_name = "KEY=VALUE")]
     labels: Vec<String>,
+    /// Do not use the build cache (every step runs; results are still recorded).
+    #[arg(long)]
+    no_cache: bool,
+    /// Do not use the build cache for these stages (names or indexes; comma-separated or
+    /// repeated).
+    #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
+    no_cache_filter: Vec<String>,
+    /// Always look base images up in their registry (pull what changed).
+    #[arg(long)]
+    pull: bool,
+    /// Explain in each step's log why its result was not found in the cache.
+    #[arg(long)]
+    debug_cache: bool,
     /// An additional named context (`NAME=DIR` or `NAME=docker-image://REF`); repeatable.
     #[arg(long = "build-context", value_name = "NAME=SOURCE")]
     build_contexts: Vec<String>,
@@ -200,6 +213,17 @@ pub fn run(
         run,
         labels: parse_labels(&args.labels),
         named_contexts,
+        cache: crate::cache::CacheSettings {
+            no_cache: args.no_cache,
+            no_cache_stages: args
+                .no_cache_filter
+                .iter()
+                .map(|s| s.trim().to_ascii_lowercase())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            explain: args.debug_cache,
+        },
+        pull: args.pull,
     };
     let out = solver::build(store, &req, &reporter)
         .map_err(|e| render_build_error(&e, &dockerfile_name, &dockerfile))?;

@@ -1,5 +1,6 @@
-//! `kiln builder prune`: free build cache space. Today the build cache is the RUN
-//! `--mount=type=cache` directories; caches in use by a running build are left alone.
+//! `kiln builder prune`: free build cache space: cache records and the layers and snapshots
+//! only they hold (`cache::prune`), and the RUN `--mount=type=cache` directories (caches in use
+//! by a running build are left alone).
 
 use std::io::BufRead;
 
@@ -7,6 +8,7 @@ use clap::{Args, Subcommand};
 
 use super::format::human_size;
 use super::{CmdResult, Failure};
+use crate::cache;
 use crate::solver::steps::run::cache_mount;
 use crate::store::Store;
 
@@ -24,6 +26,14 @@ pub struct PruneArgs {
     /// Do not prompt for confirmation.
     #[arg(short, long)]
     force: bool,
+    /// Amount of disk space to keep for cache (`512MB`, `10GB`, bytes).
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    keep_storage: Option<u64>,
+}
+
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    frontend::instructions::mount::ram_in_bytes(s)
+        .ok_or_else(|| format!("`{s}` is not a size (e.g. 512MB, 10GB, or bytes)"))
 }
 
 pub fn run(store: &Store, cmd: BuilderCommand) -> CmdResult {
@@ -31,12 +41,27 @@ pub fn run(store: &Store, cmd: BuilderCommand) -> CmdResult {
     if !args.force && !confirm(args.all)? {
         return Ok(());
     }
-    let pruned = cache_mount::prune(&store.cache_mounts_dir())
-        .map_err(|e| Failure::Error(anyhow::Error::new(e).context("pruning cache mounts")))?;
-    if pruned.busy > 0 {
-        eprintln!("{} cache mount(s) in use were kept", pruned.busy);
+    let options = cache::prune::PruneOptions {
+        all: args.all,
+        keep_storage: args.keep_storage,
+    };
+    let records = cache::prune::prune(store, options)
+        .map_err(|e| Failure::Error(anyhow::Error::new(e).context("pruning the build cache")))?;
+    // Cache mounts hold no layers: they go with --all, or when no storage is to be kept.
+    let mut bytes = records.bytes;
+    if args.all || args.keep_storage.is_none() {
+        let mounts = cache_mount::prune(&store.cache_mounts_dir())
+            .map_err(|e| Failure::Error(anyhow::Error::new(e).context("pruning cache mounts")))?;
+        if mounts.busy > 0 {
+            eprintln!("{} cache mount(s) in use were kept", mounts.busy);
+        }
+        bytes += mounts.bytes;
     }
-    println!("Total reclaimed space: {}", human_size(pruned.bytes));
+    eprintln!(
+        "Deleted {} cache record(s), {} layer(s), {} snapshot(s)",
+        records.records, records.blobs, records.snapshots
+    );
+    println!("Total reclaimed space: {}", human_size(bytes));
     Ok(())
 }
 

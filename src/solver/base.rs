@@ -55,13 +55,20 @@ pub fn resolve(
     Ok(state)
 }
 
-/// The state of a stage that starts from image `r` (from the store, else pulled).
+/// The state of a stage that starts from image `r` (from the store, else pulled; with `--pull`
+/// the registry is asked for the reference's current image every time, layers already in the
+/// store not being downloaded again).
 pub fn image_state(
     env: &StepEnv<'_>,
     r: &ImageRef,
     created: &str,
 ) -> Result<StageState, StepError> {
-    let image = match env.store.resolve(r)? {
+    let local = if env.pull {
+        None
+    } else {
+        env.store.resolve(r)?
+    };
+    let image = match local {
         Some(image) => image,
         None => {
             env.reporter.event(Event::Pulling {
@@ -134,15 +141,16 @@ fn run_triggers(
         automatic_args: super::automatic_args(),
     };
     let plan = frontend::plan(&df, &opts).map_err(|d| failed(&all, one_line(&d).into()))?;
-    let place = StepPlace {
-        // Output of a trigger's RUN belongs to the FROM step.
-        id: StepId {
+    // Output of a trigger's RUN belongs to the FROM step.
+    let place = StepPlace::new(
+        StepId {
             stage: String::new(),
             index: 0,
             total: 0,
         },
-        stages: done,
-    };
+        done,
+        !env.cache.settings().no_cache,
+    );
     for step in &plan.target_stage().steps {
         super::steps::run(env, state, step, &place)
             .map_err(|e| failed(&step.original, e.into()))?;

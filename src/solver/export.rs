@@ -18,13 +18,17 @@ use crate::store::{Store, StoreError};
 
 /// Store config and manifest; returns the manifest's descriptor and the image ID (the config's
 /// digest). `labels` (`--label`) are added to the config's labels, replacing the same keys.
+///
+/// The dates this build writes (the config's `created` and its history entries') are those of
+/// the last build that made the same image, if the cache remembers one: a rebuild that changed
+/// nothing gives the same image ID, as a cached BuildKit build does.
 pub fn export(
     store: &Store,
     stage: &StageState,
     labels: &BTreeMap<String, String>,
+    cache: &crate::cache::BuildCache,
 ) -> Result<(Descriptor, Digest), StoreError> {
     let mut image_config = stage.config.clone();
-    image_config.created = Some(stage.created.clone());
     if !labels.is_empty() {
         image_config
             .config
@@ -32,6 +36,20 @@ pub fn export(
             .get_or_insert_with(BTreeMap::new)
             .extend(labels.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
+    // The image without this build's dates: what decides whether it was made before.
+    let set_dates = |config: &mut crate::image::ImageConfig, date: Option<&str>| {
+        for h in &mut config.history {
+            if h.created.as_deref() == Some(stage.created.as_str()) {
+                h.created = date.map(str::to_owned);
+            }
+        }
+        config.created = date.map(str::to_owned);
+    };
+    let mut undated = image_config.clone();
+    set_dates(&mut undated, None);
+    let identity = Digest::of(&crate::image::canonical_json(&(&undated, &stage.layers)));
+    let created = cache.stable_created(&identity, &stage.created);
+    set_dates(&mut image_config, Some(&created));
     let config = store.put_json(media_type::OCI_CONFIG, &image_config)?;
     let manifest = Manifest {
         schema_version: 2,

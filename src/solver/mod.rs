@@ -68,6 +68,10 @@ pub struct BuildRequest {
     pub labels: BTreeMap<String, String>,
     /// `--build-context NAME=SOURCE`: named contexts, by `context::named::lookup_key`.
     pub named_contexts: BTreeMap<String, context::NamedContext>,
+    /// `--no-cache`, `--no-cache-filter`, `--debug-cache`.
+    pub cache: crate::cache::CacheSettings,
+    /// `--pull`: resolve base images in their registry even when they are in the store.
+    pub pull: bool,
 }
 
 /// What a build produced.
@@ -126,6 +130,9 @@ pub fn build(
         .filter_map(|s| Some((s.name.as_ref()?.as_str().to_ascii_lowercase(), s.id.0)))
         .collect();
     let history = reuse::LayerHistory::new(store);
+    let cache =
+        crate::cache::BuildCache::new(store, req.cache.clone(), ctx.root(), &req.dockerfile_name);
+    cache.register_context(ctx.root());
     let cancel = Cancel::new();
     let env = steps::StepEnv {
         build_args: &req.build_args,
@@ -140,6 +147,8 @@ pub fn build(
         reporter,
         history: &history,
         cancel: &cancel,
+        cache: &cache,
+        pull: req.pull,
     };
 
     let graph = StageGraph::of(&plan);
@@ -149,12 +158,14 @@ pub fn build(
         &cancel,
         |i, finished| graph.run_stage(&env, &plan, i, finished, &created),
     );
+    // What the stat caches learned is kept even when the build failed.
+    cache.save_stat_caches();
     let final_state = match stages {
         Ok(mut states) => states.swap_remove(plan.target),
         Err(Halt::Failed(e)) => return Err(e),
         Err(Halt::Canceled) => return Err(BuildError::Canceled),
     };
-    let (manifest, image_id) = export::export(store, &final_state, &req.labels)?;
+    let (manifest, image_id) = export::export(store, &final_state, &req.labels, &cache)?;
     reporter.event(Event::Exported {
         image_id: image_id.to_string(),
         manifest: manifest.digest.to_string(),
@@ -241,23 +252,30 @@ impl StageGraph {
             step_id(first),
             &stage.original,
             stage.location.span,
+            None,
             || base::resolve(env, stage, &done, created),
         )?;
+        let lookups = env
+            .cache
+            .lookups_enabled(stage.name.as_ref().map(|n| n.as_str()), stage.id.0);
         for (n, s) in stage.steps.iter().enumerate() {
             let step = step_id(first + 1 + n);
-            let place = steps::StepPlace {
-                id: step.clone(),
-                stages: &done,
-            };
-            reported(env, step, &s.original, s.location.span, || {
-                steps::run(env, &mut state, s, &place)
-            })?;
+            let place = steps::StepPlace::new(step.clone(), &done, lookups);
+            reported(
+                env,
+                step,
+                &s.original,
+                s.location.span,
+                Some(&place.hit),
+                || steps::run(env, &mut state, s, &place),
+            )?;
         }
         Ok(state)
     }
 }
 
-/// Run one step between its start and finish events; a failure carries the step's location.
+/// Run one step between its start and finish events (`CACHED` instead of finished when `hit`
+/// was set); a failure carries the step's location.
 ///
 /// Nothing starts once the build is canceled. A step that fails first cancels the build and
 /// reports `StepFailed`; a step that fails after that (a RUN whose container the cancellation
@@ -268,6 +286,7 @@ fn reported<T>(
     step: StepId,
     text: &str,
     span: Span,
+    hit: Option<&std::sync::atomic::AtomicBool>,
     run: impl FnOnce() -> Result<T, StepError>,
 ) -> Result<T, Halt<BuildError>> {
     if env.cancel.is_canceled() {
@@ -280,10 +299,17 @@ fn reported<T>(
     });
     let source = match run() {
         Ok(out) => {
-            env.reporter.event(Event::StepFinished {
-                step,
-                elapsed: started.elapsed(),
-            });
+            if hit.is_some_and(|h| h.load(std::sync::atomic::Ordering::Relaxed)) {
+                env.reporter.event(Event::StepCached {
+                    step,
+                    text: text.to_owned(),
+                });
+            } else {
+                env.reporter.event(Event::StepFinished {
+                    step,
+                    elapsed: started.elapsed(),
+                });
+            }
             return Ok(out);
         }
         Err(source) => source,

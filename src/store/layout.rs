@@ -9,6 +9,9 @@
 //!   locks/<name>.lock        flock files; taken in a fixed order (content → images)
 //!   snapshots/               the snapshotter's root (`snapshotter::snapshot::open`): unpacked
 //!                            layer stacks named by ChainID, and the active snapshots of steps
+//!   cache/mounts/<id>/       RUN --mount=type=cache directories
+//!   cache/build/             the build cache (see `cache`): keys/, steps/, stat/, sources/
+//!   layers/                  member indexes of written layers (incremental re-export)
 //!   mnt/                     mountpoints of the rootfs of running steps (one temp dir each)
 //! ```
 //!
@@ -87,6 +90,11 @@ impl Layout {
     /// RUN `--mount=type=cache` directories, one per cache id (`kiln builder prune` clears them).
     pub fn cache_mounts_dir(&self) -> PathBuf {
         self.root.join("cache").join("mounts")
+    }
+
+    /// The build cache (`cache`): step records by key, stat caches of contexts, source listings.
+    pub fn build_cache_dir(&self) -> PathBuf {
+        self.root.join("cache").join("build")
     }
 
     pub fn locks_dir(&self) -> PathBuf {

@@ -167,6 +167,10 @@ impl Store {
     }
 
     /// Where RUN cache mounts live (see `layout`); not created here.
+    pub fn build_cache_dir(&self) -> PathBuf {
+        self.layout.build_cache_dir()
+    }
+
     pub fn cache_mounts_dir(&self) -> PathBuf {
         self.layout.cache_mounts_dir()
     }
@@ -179,6 +183,11 @@ impl Store {
     /// (a build in progress); `rmi` waits for it exclusively before deleting blobs.
     pub fn lease(&self) -> Result<LockGuard> {
         lock::acquire(&self.layout, LockName::Content, LockMode::Shared)
+    }
+
+    /// Hold the content lock exclusively: no build is running while it is held (prune).
+    pub fn exclusive_content_lock(&self) -> Result<LockGuard> {
+        lock::acquire(&self.layout, LockName::Content, LockMode::Exclusive)
     }
 
     /// All references.

@@ -235,6 +235,16 @@ impl Trace {
                 tail.push_back(line.clone());
                 out.push(Update::Log { vertex: i, line });
             }
+            Event::CacheMiss { step, key, reason } => {
+                // Shown in the step's log, as BuildKit's debug output does.
+                let line = Event::StepOutput {
+                    step: step.clone(),
+                    stream: crate::progress::OutputStream::Stderr,
+                    elapsed: Duration::ZERO,
+                    line: format!("cache miss ({key}): {reason}"),
+                };
+                out = self.apply(&line, at);
+            }
             Event::Pulling { reference } => {
                 // A pull happens inside a FROM step: a status of the step that is running (the
                 // latest, when several are); outside any step, a vertex of its own.

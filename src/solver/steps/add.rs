@@ -19,7 +19,7 @@ pub mod http;
 use frontend::Step;
 use frontend::instructions::AddCommand;
 
-use super::copy::{self, CopyError, CopySpec, Request, Scratch, Source};
+use super::copy::{self, CopyError, Request, Scratch, Source};
 use super::{StepEnv, StepError, StepPlace};
 use crate::solver::context::Context;
 use crate::solver::stage::StageState;
@@ -47,18 +47,11 @@ pub(super) fn run(
     state: &mut StageState,
     a: &AddCommand,
     _step: &Step,
-    _place: &StepPlace<'_>,
+    place: &StepPlace<'_>,
 ) -> Result<(), StepError> {
     let snapshot = state.clone();
     let lookup = move |name: &str| snapshot.lookup(name);
-    let copy::Expanded {
-        sources,
-        dest,
-        chown,
-        chmod_text,
-        chmod,
-        exclude,
-    } = copy::Expanded::new(
+    let expanded = copy::Expanded::new(
         &lookup,
         &a.sources,
         &a.dest,
@@ -66,6 +59,7 @@ pub(super) fn run(
         a.chmod.as_ref(),
         &a.exclude,
     )?;
+    let sources = &expanded.sources;
     let checksum = a.checksum.as_ref().map(|w| w.expand(&lookup)).transpose()?;
     let kinds: Vec<Kind> = sources.iter().map(|s| kind(s)).collect();
     if checksum.is_some() {
@@ -83,11 +77,11 @@ pub(super) fn run(
     let created_by = copy::history_text(
         "ADD",
         false,
-        chown.as_deref(),
-        chmod_text.as_deref(),
-        &sources,
+        expanded.chown.as_deref(),
+        expanded.chmod_text.as_deref(),
+        sources,
         &a.contents,
-        &dest,
+        &expanded.dest,
     );
     // Download and check out first: every tree must exist before the sources point into it.
     let mut scratch = Scratch::new();
@@ -112,7 +106,8 @@ pub(super) fn run(
             }
         });
     }
-    let heredocs = copy::heredoc_tree(env, &mut scratch, &a.contents, &lookup)?;
+    let heredoc_files = copy::heredoc_files(&a.contents, &lookup)?;
+    let heredocs = copy::heredoc_tree(env, &mut scratch, &heredoc_files)?;
     let mut all: Vec<Source<'_>> = Vec::new();
     for ((source, k), tree) in sources.iter().zip(&kinds).zip(&trees) {
         all.push(match (k, tree) {
@@ -136,28 +131,24 @@ pub(super) fn run(
             },
         });
     }
-    if let Some(h) = &heredocs {
-        all.extend(a.contents.iter().map(|content| Source {
-            tree: h,
-            path: content.path.clone(),
-            wildcards: false,
-            unpack: false,
-        }));
-    }
+    all.extend(copy::sources_in(
+        &[],
+        env.ctx,
+        &heredoc_files,
+        heredocs.as_ref(),
+    ));
+    // The key: the words, and (in `execute`) the content of everything the sources hold, as
+    // downloaded and checked out; `--unpack` and `--keep-git-dir` change what is written.
+    let mut key = expanded.preimage(env, state, "add", a.link, false);
+    key.field("checksum", &checksum)
+        .field("unpack", a.unpack)
+        .field("keep_git_dir", a.keep_git_dir);
     let request = Request {
         sources: all,
-        spec: CopySpec {
-            dest,
-            workdir: state.workdir(),
-            chown: None,
-            chmod,
-            epoch: env.epoch,
-            parents: false,
-            exclude: copy::exclude_rules(&exclude)?,
-        },
-        chown,
+        spec: expanded.spec(state, env.epoch, false)?,
+        chown: expanded.chown.clone(),
         link: a.link,
         created_by,
     };
-    copy::execute(env, state, request)
+    copy::execute(env, state, request, place, key)
 }

@@ -70,7 +70,8 @@ use crate::solver::rootfs::Touched;
 use crate::store::StoreError;
 pub use chmod::Chmod;
 pub(super) use step::{
-    Expanded, Request, Scratch, exclude_rules, execute, heredoc_tree, history_text, run, set_mtime,
+    Expanded, Request, Scratch, execute, heredoc_files, heredoc_tree, history_text, inputs_digest,
+    run, set_mtime, sources_in,
 };
 
 /// Errors of a COPY.
@@ -164,6 +165,8 @@ enum Origin {
     File {
         host: PathBuf,
         dev_ino: Option<(u64, u64)>,
+        /// Its `lstat` (the cache's stat check).
+        meta: Metadata,
     },
     Symlink(String),
 }
@@ -281,11 +284,69 @@ fn plan(
     if sources.len() > 1 && !dir_hint {
         return Err(CopyError::DestinationNotDirectory);
     }
+    let mut plan = plan_sources(sources, &dest, spec, owners)?;
+    add_missing_ancestors(&mut plan, root, spec)?;
+    Ok(plan)
+}
+
+/// The entries a copy reads, with the path below the destination and the metadata each will
+/// have in the image (the build cache's inputs hash): what [`plan`] makes for a destination
+/// directory, without looking at the image. Where the destination is, and whether it is a
+/// directory there, is the rest of the step's key (its text, WORKDIR and parent filesystem).
+pub fn selection(
+    sources: &[Source<'_>],
+    spec: &CopySpec,
+    owners: Owners<'_>,
+) -> Result<Vec<crate::cache::InputEntry>, CopyError> {
+    use crate::cache::{InputEntry, InputKind};
+    let dest = Dest {
+        path: None,
+        is_dir: true,
+        kind: Some(StatKind::Directory),
+    };
+    let plan = plan_sources(sources, &dest, spec, owners)?;
+    let mut out: Vec<InputEntry> = plan
+        .entries
+        .into_iter()
+        .map(|(path, p)| {
+            let (kind, meta) = match p.origin {
+                Origin::Dir => (InputKind::Dir, None),
+                Origin::Symlink(target) => (InputKind::Symlink { target }, None),
+                Origin::File { host, meta, .. } => (InputKind::File { host }, Some(meta)),
+            };
+            InputEntry {
+                path: path.as_str().to_owned(),
+                kind,
+                mode: p.mode,
+                uid: p.uid,
+                gid: p.gid,
+                meta,
+            }
+        })
+        .collect();
+    out.extend(plan.archives.into_iter().map(|(host, dest)| InputEntry {
+        path: dest.map(|d| d.as_str().to_owned()).unwrap_or_default(),
+        kind: InputKind::Archive { host },
+        mode: 0,
+        uid: 0,
+        gid: 0,
+        meta: None,
+    }));
+    Ok(out)
+}
+
+/// The entries of every source below `dest` (without the ancestors the image lacks).
+fn plan_sources(
+    sources: &[Source<'_>],
+    dest: &Dest,
+    spec: &CopySpec,
+    owners: Owners<'_>,
+) -> Result<Plan, CopyError> {
     let mut plan = Plan::default();
     for source in sources {
         let keep_owner = spec.chown.is_none() && owners.keeps(source.tree);
         if spec.parents && source.wildcards {
-            plan_parents(source, &dest, spec, keep_owner, &mut plan.entries)?;
+            plan_parents(source, dest, spec, keep_owner, &mut plan.entries)?;
             continue;
         }
         let items = if source.wildcards && glob::has_wildcards(&source.path) {
@@ -298,9 +359,15 @@ fn plan(
             vec![source.path.clone()]
         };
         for item in items {
-            plan_item(source, &item, &dest, spec, keep_owner, &mut plan)?;
+            plan_item(source, &item, dest, spec, keep_owner, &mut plan)?;
         }
     }
+    Ok(plan)
+}
+
+/// Missing ancestors of what the copy writes are created (existing ones stay as the image has
+/// them).
+fn add_missing_ancestors(plan: &mut Plan, root: &InRoot, spec: &CopySpec) -> Result<(), CopyError> {
     // Missing ancestors of what we write are created (existing ones stay as the image has them).
     let mut wanted: BTreeSet<LayerPath> = plan
         .entries
@@ -323,7 +390,7 @@ fn plan(
         }
         plan.entries.insert(a, created_dir(spec));
     }
-    Ok(plan)
+    Ok(())
 }
 
 /// A directory the copy creates that no source stands for (a missing parent, or the
@@ -616,6 +683,7 @@ fn file_origin(host: &Path, meta: &Metadata) -> Result<Origin, CopyError> {
     Ok(Origin::File {
         host: host.to_owned(),
         dev_ino,
+        meta: meta.clone(),
     })
 }
 
@@ -925,7 +993,7 @@ mod tests {
         let ctx = Context::open(d.path()).unwrap();
         let (_r, root) = empty();
         let excluding = CopySpec {
-            exclude: exclude_rules(&["*.txt".into(), "x/y".into()]).unwrap(),
+            exclude: step::exclude_rules(&["*.txt".into(), "x/y".into()]).unwrap(),
             ..spec("/o/")
         };
         assert_eq!(

@@ -44,6 +44,10 @@ pub struct StepEnv<'a> {
     /// The build's cancellation: a step that waits on something outside the process (a RUN's
     /// container) ends the wait when it trips (`Cancel::kill_on_cancel`, `Cancel::on_cancel`).
     pub cancel: &'a super::schedule::Cancel,
+    /// The build cache: steps that make layers look their key up before running ([`cached`]).
+    pub cache: &'a crate::cache::BuildCache,
+    /// `--pull`: base images are resolved in their registry even when the store has them.
+    pub pull: bool,
 }
 
 impl<'a> StepEnv<'a> {
@@ -60,6 +64,83 @@ impl<'a> StepEnv<'a> {
 pub struct StepPlace<'a> {
     pub id: crate::progress::StepId,
     pub stages: &'a BTreeMap<usize, StageState>,
+    /// Whether the cache may be looked up (not with `--no-cache`, or a stage in
+    /// `--no-cache-filter`).
+    pub lookups: bool,
+    /// Set when the step's result came from the cache (the step reports `CACHED`).
+    pub hit: std::sync::atomic::AtomicBool,
+}
+
+impl<'a> StepPlace<'a> {
+    pub fn new(
+        id: crate::progress::StepId,
+        stages: &'a BTreeMap<usize, StageState>,
+        lookups: bool,
+    ) -> Self {
+        Self {
+            id,
+            stages,
+            lookups,
+            hit: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+}
+
+/// The layer of a step whose key's preimage is `preimage`: the recorded one on a hit (nothing
+/// runs), else what `make` gives, recorded for the next build. With `--debug-cache` a miss is
+/// explained in the step's log.
+pub fn cached(
+    env: &StepEnv<'_>,
+    place: &StepPlace<'_>,
+    preimage: &crate::cache::Preimage,
+    make: impl FnOnce() -> Result<StepLayer, StepError>,
+) -> Result<StepLayer, StepError> {
+    use crate::cache::{Miss, Outcome};
+    let key = preimage.key();
+    let step_id = env.cache.step_id(&place.id.stage, place.id.index);
+    let miss = if place.lookups {
+        match env.cache.lookup(&key, env.store.content()) {
+            Ok(record) => {
+                place.hit.store(true, std::sync::atomic::Ordering::Relaxed);
+                return Ok(match record.outcome.layer() {
+                    Some(info) => StepLayer::Layer(info),
+                    None => StepLayer::Unchanged,
+                });
+            }
+            Err(Miss::New) => env.cache.explain(&step_id, preimage),
+            Err(other) => other,
+        }
+    } else {
+        Miss::Disabled
+    };
+    if env.cache.settings().explain {
+        env.reporter.event(crate::progress::Event::CacheMiss {
+            step: place.id.clone(),
+            key: key.to_string(),
+            reason: miss.to_string(),
+        });
+    }
+    let layer = make()?;
+    let outcome = match &layer {
+        StepLayer::Layer(info) => Outcome::of_layer(info),
+        StepLayer::Unchanged => Outcome::Unchanged,
+    };
+    env.cache.record(&step_id, preimage, outcome);
+    Ok(layer)
+}
+
+/// The preimage of a layer step on the stage's current filesystem: op kind, parent ChainID,
+/// and what shapes every layer kiln writes (`SOURCE_DATE_EPOCH`, compression).
+pub fn preimage(
+    env: &StepEnv<'_>,
+    kind: &str,
+    diff_ids: Option<&[snapshotter::DiffId]>,
+) -> crate::cache::Preimage {
+    let parent = diff_ids.and_then(snapshotter::ChainId::of_stack);
+    let mut p = crate::cache::Preimage::new(kind, parent.as_ref());
+    p.field("epoch", env.epoch)
+        .field("compression", env.compression.media_type());
+    p
 }
 
 /// Why a step failed.
@@ -154,8 +235,12 @@ pub fn run(
                 StepLayer::Unchanged
             } else {
                 let user = state.config.config.user.clone();
-                file_step(env, state, &step.original, |root| {
-                    Ok(workdir::create_in(root, &wd, user.as_deref(), env.epoch)?)
+                let mut key = preimage(env, "workdir", Some(&state.config.rootfs.diff_ids));
+                key.field("path", &wd).field("user", &user);
+                cached(env, place, &key, || {
+                    file_step(env, state, &step.original, |root| {
+                        Ok(workdir::create_in(root, &wd, user.as_deref(), env.epoch)?)
+                    })
                 })?
             };
             state.config.config.working_dir = Some(wd);
@@ -201,6 +286,7 @@ pub fn run(
                 stage_names: env.stage_names,
                 step_id: place.id.clone(),
                 instruction: &step.original,
+                place,
             };
             run::run(&run_env, state, r)?;
         }

@@ -17,12 +17,12 @@ use std::path::{Path, PathBuf};
 use frontend::instructions::SourceContent;
 use frontend::{CopyFrom, CopyStep, Step};
 
-use super::{Chmod, CopyError, CopySpec, Owners, Source, chown, copy_into_with};
+use super::{Chmod, CopyError, CopySpec, Owners, Source, chown, copy_into_with, selection};
 use crate::solver::context::Context;
 use crate::solver::inroot::InRoot;
 use crate::solver::rootfs::{self, LayerSettings, MountedView, StepLayer, Touched};
 use crate::solver::stage::StageState;
-use crate::solver::steps::{StepEnv, StepError, StepPlace};
+use crate::solver::steps::{StepEnv, StepError, StepPlace, cached};
 
 /// A COPY or ADD ready to run: flags expanded, sources prepared.
 pub(in crate::solver::steps) struct Request<'a> {
@@ -92,15 +92,37 @@ impl Scratch {
     }
 }
 
-/// Write the heredoc sources into a tree (`0644`, BuildKit's `Mkfile`), expanded unless the
-/// name was quoted.
+/// The heredoc sources as files: name and content, expanded unless the name was quoted.
+pub(in crate::solver::steps) fn heredoc_files(
+    contents: &[SourceContent],
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<(String, String)>, StepError> {
+    contents
+        .iter()
+        .map(|c| {
+            if c.path.contains('/') || c.path.is_empty() || c.path == "." || c.path == ".." {
+                return Err(StepError::Invalid(format!(
+                    "heredoc name `{}` cannot be used as a file name",
+                    c.path
+                )));
+            }
+            let data = if c.expand {
+                frontend::expand_heredoc(&c.data, lookup)?
+            } else {
+                c.data.clone()
+            };
+            Ok((c.path.clone(), data))
+        })
+        .collect()
+}
+
+/// Write heredoc files ([`heredoc_files`]) into a tree (`0644`, BuildKit's `Mkfile`).
 pub(in crate::solver::steps) fn heredoc_tree(
     env: &StepEnv<'_>,
     scratch: &mut Scratch,
-    contents: &[SourceContent],
-    lookup: &dyn Fn(&str) -> Option<String>,
+    files: &[(String, String)],
 ) -> Result<Option<Context>, StepError> {
-    if contents.is_empty() {
+    if files.is_empty() {
         return Ok(None);
     }
     let dir = scratch.dir(env.snapshots.mounts_dir(), "heredoc-")?;
@@ -109,19 +131,8 @@ pub(in crate::solver::steps) fn heredoc_tree(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
     });
-    for c in contents {
-        if c.path.contains('/') || c.path.is_empty() || c.path == "." || c.path == ".." {
-            return Err(StepError::Invalid(format!(
-                "heredoc name `{}` cannot be used as a file name",
-                c.path
-            )));
-        }
-        let data = if c.expand {
-            frontend::expand_heredoc(&c.data, lookup)?
-        } else {
-            c.data.clone()
-        };
-        let file = dir.join(&c.path);
+    for (name, data) in files {
+        let file = dir.join(name);
         fs_err::write(&file, data).map_err(|e| StepError::Invalid(e.to_string()))?;
         fs_err::set_permissions(&file, std::fs::Permissions::from_mode(0o644))
             .map_err(|e| StepError::Invalid(e.to_string()))?;
@@ -252,6 +263,7 @@ fn from_state(
 }
 
 /// The words COPY and ADD share, expanded with the stage's variables.
+#[derive(Debug, Clone)]
 pub(in crate::solver::steps) struct Expanded {
     pub sources: Vec<String>,
     pub dest: String,
@@ -291,9 +303,62 @@ impl Expanded {
             exclude: all(exclude)?,
         })
     }
+
+    /// How the entries are written.
+    pub fn spec(
+        &self,
+        state: &StageState,
+        epoch: Option<u64>,
+        parents: bool,
+    ) -> Result<CopySpec, StepError> {
+        Ok(CopySpec {
+            dest: self.dest.clone(),
+            workdir: state.workdir(),
+            chown: None,
+            chmod: self.chmod.clone(),
+            epoch,
+            parents,
+            exclude: exclude_rules(&self.exclude)?,
+        })
+    }
+
+    /// The cache key's preimage without the inputs: the words as expanded, WORKDIR and the
+    /// parent filesystem (none for a `--link` copy, whose layer does not depend on it unless a
+    /// `--chown` name is resolved in it).
+    pub fn preimage(
+        &self,
+        env: &StepEnv<'_>,
+        state: &StageState,
+        op: &str,
+        link: bool,
+        parents: bool,
+    ) -> crate::cache::Preimage {
+        let linked = link
+            && self.chmod.is_none()
+            && self
+                .chown
+                .as_deref()
+                .is_none_or(|c| numeric_chown(c).is_some());
+        let diff_ids = (!linked).then_some(state.config.rootfs.diff_ids.as_slice());
+        let mut key = crate::solver::steps::preimage(env, op, diff_ids);
+        key.field("link", link)
+            .field("sources", &self.sources)
+            .field("dest", &self.dest)
+            .field("workdir", state.workdir())
+            .field("chown", &self.chown)
+            .field("chmod", &self.chmod_text)
+            .field("exclude", &self.exclude)
+            .field("parents", parents);
+        key
+    }
 }
 
 /// Run a COPY step.
+///
+/// Its cache key (`steps::cached`) covers the words as expanded, WORKDIR, the parent
+/// filesystem, and the inputs: the content hash of exactly the entries copied from the context
+/// (`copy::selection`), or for `--from` the source stage's ChainID (the source is then not
+/// mounted at all on a hit).
 pub(in crate::solver::steps) fn run(
     env: &StepEnv<'_>,
     state: &mut StageState,
@@ -303,14 +368,7 @@ pub(in crate::solver::steps) fn run(
 ) -> Result<(), StepError> {
     let snapshot = state.clone();
     let lookup = move |name: &str| snapshot.lookup(name);
-    let Expanded {
-        sources,
-        dest,
-        chown,
-        chmod_text,
-        chmod,
-        exclude,
-    } = Expanded::new(
+    let expanded = Expanded::new(
         &lookup,
         &c.sources,
         &c.dest,
@@ -321,22 +379,67 @@ pub(in crate::solver::steps) fn run(
     let created_by = history_text(
         "COPY",
         c.parents,
-        chown.as_deref(),
-        chmod_text.as_deref(),
-        &sources,
+        expanded.chown.as_deref(),
+        expanded.chmod_text.as_deref(),
+        &expanded.sources,
         &c.contents,
-        &dest,
+        &expanded.dest,
     );
     let from = c
         .from
         .as_ref()
         .map(|f| from_state(env, place, f))
         .transpose()?;
-    let from_tree = from.as_ref().map(|s| state_tree(env, s)).transpose()?;
-    let tree = from_tree.as_ref().map_or(env.ctx, |f| &f.tree);
-    let mut scratch = Scratch::new();
-    let heredocs = heredoc_tree(env, &mut scratch, &c.contents, &lookup)?;
-    let mut all: Vec<Source<'_>> = sources
+    let heredoc_files = heredoc_files(&c.contents, &lookup)?;
+    let spec = expanded.spec(state, env.epoch, c.parents)?;
+    let mut key = expanded.preimage(env, state, "copy", c.link, c.parents);
+    key.field("heredocs", &heredoc_files);
+    let copy = |tree: &Context, owners_tree: Option<&Context>| -> Result<StepLayer, StepError> {
+        let mut scratch = Scratch::new();
+        let heredocs = heredoc_tree(env, &mut scratch, &heredoc_files)?;
+        let request = Request {
+            sources: sources_in(&expanded.sources, tree, &heredoc_files, heredocs.as_ref()),
+            spec: spec.clone(),
+            chown: expanded.chown.clone(),
+            link: c.link,
+            created_by: created_by.clone(),
+        };
+        // Without --chown, what comes from another stage or image keeps its owner (BuildKit).
+        let owners = owners_tree.map_or(Owners::Root, Owners::KeepIn);
+        layer_of(env, state, request, owners)
+    };
+    let layer = match &from {
+        Some(from) => {
+            let chain = snapshotter::ChainId::of_stack(&from.config.rootfs.diff_ids);
+            key.field("from", chain.map(|c| c.to_string()));
+            cached(env, place, &key, || {
+                let from_tree = state_tree(env, from)?;
+                copy(&from_tree.tree, Some(&from_tree.tree))
+            })?
+        }
+        None => {
+            // Heredoc files are part of the key as text; only the context is hashed.
+            let inputs = selection(
+                &sources_in(&expanded.sources, env.ctx, &[], None),
+                &spec,
+                Owners::Root,
+            )?;
+            key.field("inputs", inputs_digest(env, &inputs)?.to_string());
+            cached(env, place, &key, || copy(env.ctx, None))?
+        }
+    };
+    push(env, state, layer, created_by);
+    Ok(())
+}
+
+/// COPY's sources: each path (wildcards allowed) in `tree`, then the heredoc files in theirs.
+pub(in crate::solver::steps) fn sources_in<'t>(
+    paths: &[String],
+    tree: &'t Context,
+    heredoc_files: &[(String, String)],
+    heredocs: Option<&'t Context>,
+) -> Vec<Source<'t>> {
+    let mut all: Vec<Source<'t>> = paths
         .iter()
         .map(|s| Source {
             tree,
@@ -345,53 +448,72 @@ pub(in crate::solver::steps) fn run(
             unpack: false,
         })
         .collect();
-    if let Some(h) = &heredocs {
-        all.extend(c.contents.iter().map(|content| Source {
+    if let Some(h) = heredocs {
+        all.extend(heredoc_files.iter().map(|(name, _)| Source {
             tree: h,
-            path: content.path.clone(),
+            path: name.clone(),
             wildcards: false,
             unpack: false,
         }));
     }
-    let request = Request {
-        sources: all,
-        spec: CopySpec {
-            dest,
-            workdir: state.workdir(),
-            chown: None,
-            chmod,
-            epoch: env.epoch,
-            parents: c.parents,
-            exclude: exclude_rules(&exclude)?,
-        },
-        chown,
-        link: c.link,
-        created_by,
-    };
-    // Without --chown, what comes from another stage or image keeps its owner (BuildKit).
-    let owners = from_tree
-        .as_ref()
-        .map_or(Owners::Root, |f| Owners::KeepIn(&f.tree));
-    execute_with(env, state, request, owners)
+    all
+}
+
+/// The content hash of a step's inputs, through the build cache (stat-cached for contexts).
+pub(in crate::solver::steps) fn inputs_digest(
+    env: &StepEnv<'_>,
+    inputs: &[crate::cache::InputEntry],
+) -> Result<snapshotter::Digest, StepError> {
+    env.cache
+        .digest_inputs(inputs)
+        .map(|d| d.digest)
+        .map_err(|e| StepError::Invalid(format!("hashing the step's sources: {e}")))
+}
+
+/// Record a COPY/ADD layer (or its absence) and its history entry.
+pub(in crate::solver::steps) fn push(
+    env: &StepEnv<'_>,
+    state: &mut StageState,
+    layer: StepLayer,
+    created_by: String,
+) {
+    match layer {
+        StepLayer::Layer(info) => {
+            state.push_layer(&info, env.compression.media_type(), created_by);
+        }
+        // Nothing matched (an empty wildcard): no layer, as BuildKit's empty diff.
+        StepLayer::Unchanged => state.push_history(created_by, true),
+    }
 }
 
 /// Run a prepared COPY/ADD on the stage's filesystem and record its layer and history; every
-/// copied entry is 0:0 unless `--chown`.
+/// copied entry is 0:0 unless `--chown`. Looked up in the cache first under `key` plus the
+/// content hash of the request's sources.
 pub(in crate::solver::steps) fn execute(
     env: &StepEnv<'_>,
     state: &mut StageState,
     request: Request<'_>,
+    place: &StepPlace<'_>,
+    mut key: crate::cache::Preimage,
 ) -> Result<(), StepError> {
-    execute_with(env, state, request, Owners::Root)
+    let inputs = selection(&request.sources, &request.spec, Owners::Root)?;
+    key.field("inputs", inputs_digest(env, &inputs)?.to_string());
+    let created_by = request.created_by.clone();
+    let layer = cached(env, place, &key, || {
+        layer_of(env, state, request, Owners::Root)
+    })?;
+    push(env, state, layer, created_by);
+    Ok(())
 }
 
-/// [`execute`], with the owners of entries when there is no `--chown` chosen by `owners`.
-fn execute_with(
+/// Run a prepared COPY/ADD on the stage's filesystem; the owners of entries when there is no
+/// `--chown` are chosen by `owners`.
+fn layer_of(
     env: &StepEnv<'_>,
-    state: &mut StageState,
+    state: &StageState,
     request: Request<'_>,
     owners: Owners<'_>,
-) -> Result<(), StepError> {
+) -> Result<StepLayer, StepError> {
     let Request {
         sources,
         mut spec,
@@ -418,7 +540,7 @@ fn execute_with(
         Ok((!touched.paths.is_empty()).then_some(touched))
     };
     // BuildKit links only without --chmod (`cfg.link && cfg.chmod == ""`).
-    let layer = if link && spec.chmod.is_none() {
+    if link && spec.chmod.is_none() {
         if needs_names {
             let view = state_tree(env, state)?;
             let root = InRoot::open(view.tree.root())?;
@@ -432,7 +554,7 @@ fn execute_with(
             settings,
             env.snapshots.mounts_dir(),
             |root| copy(root, &spec),
-        )?
+        )
     } else {
         let diff_ids = &state.config.rootfs.diff_ids;
         let parent = rootfs::ensure_chain(sn, content, &state.layers, diff_ids)?;
@@ -450,16 +572,8 @@ fn execute_with(
                 }
                 copy(root, &spec)
             },
-        )?
-    };
-    match layer {
-        StepLayer::Layer(info) => {
-            state.push_layer(&info, env.compression.media_type(), created_by);
-        }
-        // Nothing matched (an empty wildcard): no layer, as BuildKit's empty diff.
-        StepLayer::Unchanged => state.push_history(created_by, true),
+        )
     }
-    Ok(())
 }
 
 fn resolve_chown(root: &InRoot, chown: Option<&str>) -> Result<(u64, u64), StepError> {

@@ -75,6 +75,8 @@ pub struct RunEnv<'a> {
     pub step_id: StepId,
     /// The instruction as written (for layer reuse).
     pub instruction: &'a str,
+    /// Where the step is (the cache's lookups and `CACHED` mark).
+    pub place: &'a crate::solver::steps::StepPlace<'a>,
 }
 
 impl RunEnv<'_> {
@@ -190,11 +192,94 @@ pub fn run(env: &RunEnv<'_>, state: &mut StageState, run: &RunCommand) -> Result
     let created_by = command::created_by(state, &invocation.argv);
     let workdir = state.workdir();
 
+    let key = preimage(env, state, &invocation, &workdir, network, &mounts)?;
+    let layer = crate::solver::steps::cached(env.step, env.place, &key, || {
+        execute_on_snapshot(env, state, &invocation, &workdir, network, &mounts)
+    })?;
+    match layer {
+        StepLayer::Layer(info) => {
+            state.push_layer(&info, env.step.compression.media_type(), created_by);
+        }
+        StepLayer::Unchanged => state.push_history(created_by, true),
+    }
+    Ok(())
+}
+
+/// The cache key's preimage of a RUN: the parent filesystem, the command (argv and heredoc
+/// script), the environment the process gets from the stage (ENV, the stage's ARGs; not the
+/// proxy build args, which BuildKit leaves out of the key too, and not HOME, which comes from
+/// the parent filesystem), USER, WORKDIR, the network mode, and the mounts with the identity of
+/// their sources: the content hash of a bind-mounted context directory, the ChainID of a
+/// stage or image. Secrets and SSH agents are not part of it (as in BuildKit), nor are cache
+/// mounts' contents.
+fn preimage(
+    env: &RunEnv<'_>,
+    state: &StageState,
+    invocation: &command::Invocation,
+    workdir: &str,
+    network: NetworkMode,
+    mounts: &[Mount],
+) -> Result<crate::cache::Preimage, StepError> {
+    let mut key =
+        crate::solver::steps::preimage(env.step, "run", Some(&state.config.rootfs.diff_ids));
+    key.field("argv", &invocation.argv)
+        .field("script", &invocation.script)
+        .field("env", command::environment(state, &BTreeMap::new(), ""))
+        .field("user", &state.config.config.user)
+        .field("workdir", workdir)
+        .field("network", format!("{network:?}"))
+        .field("mounts", mounts);
+    let mut sources = Vec::new();
+    for m in mounts {
+        if let Mount::Bind { source, from, .. } = m {
+            let identity = match from {
+                None => {
+                    let src = source.as_deref().unwrap_or("/");
+                    let spec = crate::solver::steps::copy::CopySpec::default();
+                    let inputs = crate::solver::steps::copy::selection(
+                        &[crate::solver::steps::copy::Source {
+                            tree: env.step.ctx,
+                            path: src.to_owned(),
+                            wildcards: false,
+                            unpack: false,
+                        }],
+                        &spec,
+                        crate::solver::steps::copy::Owners::Root,
+                    )?;
+                    let digest = crate::solver::steps::copy::inputs_digest(env.step, &inputs)?;
+                    format!("context:{digest}")
+                }
+                Some(from) => {
+                    let s = env.stage_or_image(from)?;
+                    let chain = snapshotter::ChainId::of_stack(&s.config.rootfs.diff_ids);
+                    format!(
+                        "from:{}",
+                        chain.map_or("scratch".to_owned(), |c| c.to_string())
+                    )
+                }
+            };
+            sources.push(identity);
+        }
+    }
+    key.field("mount_sources", sources);
+    Ok(key)
+}
+
+/// Run the command on a snapshot of the stage and make its layer (a cache miss).
+fn execute_on_snapshot(
+    env: &RunEnv<'_>,
+    state: &StageState,
+    invocation: &command::Invocation,
+    workdir: &str,
+    network: NetworkMode,
+    mounts: &[Mount],
+) -> Result<StepLayer, StepError> {
+    let workdir = workdir.to_owned();
     let sn = env.step.snapshots.get()?;
     let content = env.step.store.content();
     let diff_ids = state.config.rootfs.diff_ids.clone();
     let parent = rootfs::ensure_chain(sn, content, &state.layers, &diff_ids)?;
-    let mut step_mounts = mounts::StepMounts::prepare(env, Some(sn), &workdir, &mounts)?;
+    let mut step_mounts = mounts::StepMounts::prepare(env, Some(sn), &workdir, mounts)?;
     let files = EtcFiles::write(env, network)?;
     if let Some((name, body)) = &invocation.script {
         step_mounts.mounts.push(files.heredoc_script(name, body)?);
@@ -239,13 +324,7 @@ pub fn run(env: &RunEnv<'_>, state: &mut StageState, run: &RunCommand) -> Result
         },
     )?;
     drop(step_mounts);
-    match layer {
-        StepLayer::Layer(info) => {
-            state.push_layer(&info, env.step.compression.media_type(), created_by);
-        }
-        StepLayer::Unchanged => state.push_history(created_by, true),
-    }
-    Ok(())
+    Ok(layer)
 }
 
 /// Start the process, stream its output, wait for it.

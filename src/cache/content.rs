@@ -1,0 +1,246 @@
+//! The content hash of a step's inputs (DESIGN.md decision 4): exactly the entries a COPY or
+//! ADD will write, each with the path, type and metadata it will have in the image (mode after
+//! `--chmod`, owner after a numeric `--chown`), its link target or the SHA-256 of its bytes.
+//! Host mtimes, owners of context files and inode numbers are not part of it, so a CI runner
+//! and a laptop with the same sources compute the same hash.
+//!
+//! Files under a context root with a [`StatCache`] are recognised from their `lstat` identity
+//! when unchanged; the others (and changed files) are read, several at once.
+//!
+//! Not responsible for: choosing the entries (the copy planner in `solver::steps::copy` does).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rayon::prelude::*;
+use sha2::{Digest as _, Sha256};
+use snapshotter::Digest;
+
+use super::stat::{StatCache, StatIdentity};
+
+/// What an input entry is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputKind {
+    Dir,
+    /// A regular file, read from `host`.
+    File {
+        host: PathBuf,
+    },
+    Symlink {
+        target: String,
+    },
+    /// ADD: an archive extracted at the entry's path; its bytes are read from `host`.
+    Archive {
+        host: PathBuf,
+    },
+}
+
+/// One entry a step writes, as it will be in the image.
+#[derive(Debug, Clone)]
+pub struct InputEntry {
+    /// Where it goes, relative to the copy's destination.
+    pub path: String,
+    pub kind: InputKind,
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    /// The entry's `lstat` when the planner already has it (saves a syscall per file).
+    pub meta: Option<std::fs::Metadata>,
+}
+
+/// The hash of a step's inputs, and one line per entry (kept to explain a miss).
+#[derive(Debug, Clone)]
+pub struct InputsDigest {
+    pub digest: Digest,
+    pub lines: Vec<String>,
+    /// Files read (not found in a stat cache), for tests and `--debug-cache`.
+    pub files_read: usize,
+}
+
+/// Hash `entries`; `stat_caches` are the contexts whose files may be recognised by identity.
+pub fn digest_inputs(
+    entries: &[InputEntry],
+    stat_caches: &[Arc<StatCache>],
+) -> std::io::Result<InputsDigest> {
+    let contents: Vec<(Option<Digest>, bool)> = entries
+        .par_iter()
+        .map(|e| match &e.kind {
+            InputKind::File { host } | InputKind::Archive { host } => {
+                let cache = stat_caches.iter().find(|c| host.starts_with(c.root()));
+                file_digest(host, e.meta.as_ref(), cache.map(|c| &**c)).map(|(d, r)| (Some(d), r))
+            }
+            InputKind::Dir | InputKind::Symlink { .. } => Ok((None, false)),
+        })
+        .collect::<std::io::Result<_>>()?;
+    let mut h = Sha256::new();
+    let mut lines = Vec::with_capacity(entries.len());
+    let mut files_read = 0;
+    for (e, (content, read)) in entries.iter().zip(contents) {
+        files_read += usize::from(read);
+        let (kind, what) = match (&e.kind, content) {
+            (InputKind::Dir, _) => ("dir", String::new()),
+            (InputKind::Symlink { target }, _) => ("symlink", target.clone()),
+            (InputKind::File { .. }, Some(d)) => ("file", d.to_string()),
+            (InputKind::Archive { .. }, Some(d)) => ("archive", d.to_string()),
+            (_, None) => unreachable!("files and archives have a digest"),
+        };
+        // Paths are written escaped (no raw tab or newline), fields are tab-separated and
+        // entries end in a newline, so no two inputs share a preimage.
+        let line = format!(
+            "{}\t{kind}\t{:o}\t{}\t{}\t{what}",
+            e.path.escape_default(),
+            e.mode,
+            e.uid,
+            e.gid
+        );
+        h.update(line.as_bytes());
+        h.update(b"\n");
+        lines.push(line);
+    }
+    Ok(InputsDigest {
+        digest: Digest::from_bytes(h.finalize().into()),
+        lines,
+        files_read,
+    })
+}
+
+/// A file's SHA-256, from the stat cache when its identity is unchanged; `true` when it was
+/// read.
+fn file_digest(
+    host: &Path,
+    meta: Option<&std::fs::Metadata>,
+    cache: Option<&StatCache>,
+) -> std::io::Result<(Digest, bool)> {
+    let Some(cache) = cache else {
+        return Ok((read_digest(host)?, true));
+    };
+    let owned;
+    let meta = match meta {
+        Some(m) => m,
+        None => {
+            owned = fs_err::metadata(host)?;
+            &owned
+        }
+    };
+    let identity = StatIdentity::of(meta);
+    if let Some(d) = cache.get(host, &identity) {
+        return Ok((d, false));
+    }
+    let d = read_digest(host)?;
+    // Recorded only if the file did not change while it was read.
+    if fs_err::metadata(host).is_ok_and(|after| StatIdentity::of(&after) == identity) {
+        cache.insert(host, identity, d);
+    }
+    Ok((d, true))
+}
+
+fn read_digest(host: &Path) -> std::io::Result<Digest> {
+    let mut f = fs_err::File::open(host)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(Digest::from_bytes(h.finalize().into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str, host: &Path, mode: u32) -> InputEntry {
+        InputEntry {
+            path: path.to_owned(),
+            kind: InputKind::File {
+                host: host.to_owned(),
+            },
+            mode,
+            uid: 0,
+            gid: 0,
+            meta: None,
+        }
+    }
+
+    #[test]
+    fn the_hash_covers_content_mode_owner_and_path_but_not_mtime() {
+        let d = tempfile::tempdir().unwrap();
+        let a = d.path().join("a");
+        fs_err::write(&a, b"hello").unwrap();
+        let base = digest_inputs(&[file("a", &a, 0o644)], &[]).unwrap();
+        let same = digest_inputs(&[file("a", &a, 0o644)], &[]).unwrap();
+        assert_eq!(base.digest, same.digest);
+        // mtime does not matter
+        let t = rustix::fs::Timespec {
+            tv_sec: 5,
+            tv_nsec: 0,
+        };
+        rustix::fs::utimensat(
+            rustix::fs::CWD,
+            &a,
+            &rustix::fs::Timestamps {
+                last_access: t,
+                last_modification: t,
+            },
+            rustix::fs::AtFlags::empty(),
+        )
+        .unwrap();
+        assert_eq!(
+            digest_inputs(&[file("a", &a, 0o644)], &[]).unwrap().digest,
+            base.digest
+        );
+        assert_ne!(
+            digest_inputs(&[file("a", &a, 0o755)], &[]).unwrap().digest,
+            base.digest
+        );
+        assert_ne!(
+            digest_inputs(&[file("b", &a, 0o644)], &[]).unwrap().digest,
+            base.digest
+        );
+        let mut owned = file("a", &a, 0o644);
+        owned.uid = 1000;
+        assert_ne!(digest_inputs(&[owned], &[]).unwrap().digest, base.digest);
+        fs_err::write(&a, b"hellO").unwrap();
+        assert_ne!(
+            digest_inputs(&[file("a", &a, 0o644)], &[]).unwrap().digest,
+            base.digest
+        );
+    }
+
+    #[test]
+    fn a_stat_cache_spares_reading_unchanged_files() {
+        let store = tempfile::tempdir().unwrap();
+        let ctx = tempfile::tempdir().unwrap();
+        let root = fs_err::canonicalize(ctx.path()).unwrap();
+        let a = root.join("a");
+        fs_err::write(&a, b"data").unwrap();
+        let old = rustix::fs::Timespec {
+            tv_sec: 1_000_000,
+            tv_nsec: 0,
+        };
+        rustix::fs::utimensat(
+            rustix::fs::CWD,
+            &a,
+            &rustix::fs::Timestamps {
+                last_access: old,
+                last_modification: old,
+            },
+            rustix::fs::AtFlags::empty(),
+        )
+        .unwrap();
+        // The ctime just changed: wait until it is not racy against the save.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let cache = Arc::new(StatCache::load(store.path(), &root));
+        let first = digest_inputs(&[file("a", &a, 0o644)], std::slice::from_ref(&cache)).unwrap();
+        assert_eq!(first.files_read, 1);
+        cache.save().unwrap();
+        let cache = Arc::new(StatCache::load(store.path(), &root));
+        let second = digest_inputs(&[file("a", &a, 0o644)], &[cache]).unwrap();
+        assert_eq!(second.files_read, 0);
+        assert_eq!(first.digest, second.digest);
+    }
+}

@@ -1,0 +1,406 @@
+//! The build cache end to end (DESIGN.md decision 4, issue [E] point 4), through the CLI on
+//! real builds: what hits, what misses and why, and what prune frees.
+//!
+//! Base image: `busybox:local` (see `support::busybox_store`). Steps are told apart in the plain
+//! progress output: `#N [i/n] TEXT` opens a step, `#N CACHED` or `#N DONE` closes it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::harness::{self, Skip, skip_unless};
+use crate::support::{Run, busybox_store, copy_tree, kiln, kiln_env, write_files};
+
+struct Fixture {
+    root: tempfile::TempDir,
+    ctx: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Result<Self, Skip> {
+        Ok(Self {
+            root: busybox_store(&[])?,
+            ctx: harness::tempdir(),
+        })
+    }
+
+    fn build_in(&self, ctx: &Path, extra: &[&str]) -> Run {
+        let ctx = ctx.to_str().unwrap();
+        let mut args = vec!["build", "--progress=plain", "-t", "test:1"];
+        args.extend_from_slice(extra);
+        args.push(ctx);
+        kiln(self.root.path(), &args).ok()
+    }
+
+    fn build(&self, extra: &[&str]) -> Run {
+        self.build_in(self.ctx.path(), extra)
+    }
+}
+
+/// Each step's text and whether it was `CACHED`, from plain progress.
+fn steps(run: &Run) -> BTreeMap<String, bool> {
+    let mut names: BTreeMap<String, String> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for line in run.stderr.lines() {
+        let Some((n, rest)) = line.split_once(' ') else {
+            continue;
+        };
+        if !n.starts_with('#') {
+            continue;
+        }
+        if let Some(text) = rest.strip_prefix('[') {
+            // `[stage 2/5] RUN x` → `stage RUN x` (the numbers are the same in every build).
+            let (label, text) = text.split_once("] ").unwrap_or(("", text));
+            let stage = label.rsplit_once(' ').map_or("", |(s, _)| s);
+            let name = format!("{stage} {text}").trim().to_owned();
+            names.insert(n.to_owned(), name);
+        } else if let Some(name) = names.get(n) {
+            if rest == "CACHED" {
+                out.insert(name.clone(), true);
+            } else if rest.starts_with("DONE") {
+                out.insert(name.clone(), false);
+            }
+        }
+    }
+    out
+}
+
+/// The steps (of those that make layers) that ran, i.e. were not CACHED.
+fn ran(run: &Run) -> Vec<String> {
+    steps(run)
+        .into_iter()
+        .filter(|(name, cached)| {
+            !cached
+                && ["COPY", "RUN", "ADD", "WORKDIR"]
+                    .iter()
+                    .any(|k| name.contains(k))
+        })
+        .map(|(name, _)| name)
+        .collect()
+}
+
+fn image_id(run: &Run) -> String {
+    run.stdout.trim().to_owned()
+}
+
+const APP: &str = "FROM busybox:local
+WORKDIR /app
+COPY src/ ./src/
+RUN cat src/*.txt > all.txt && head -c 16 /dev/urandom > stamp
+COPY --chmod=0640 conf/ /etc/app/
+RUN echo done > done.txt
+";
+
+fn app_context(dir: &Path) {
+    write_files(
+        dir,
+        &[
+            ("Dockerfile", APP),
+            ("src/a.txt", "alpha\n"),
+            ("src/b.txt", "beta\n"),
+            ("src/sub/c.txt", "gamma\n"),
+            ("conf/app.conf", "x=1\n"),
+        ],
+    );
+}
+
+#[test]
+fn a_rebuild_with_nothing_changed_runs_nothing_and_gives_the_same_image() {
+    let f = skip_unless!(Fixture::new());
+    app_context(f.ctx.path());
+    let first = f.build(&[]);
+    assert_eq!(ran(&first).len(), 5, "{}", first.stderr);
+    let again = f.build(&[]);
+    assert!(ran(&again).is_empty(), "{}", again.stderr);
+    // The RUN writes the time: only a cache hit gives the same layer, and the same dates.
+    assert_eq!(image_id(&first), image_id(&again));
+    for (name, cached) in steps(&again) {
+        if name.starts_with("RUN") || name.starts_with("COPY") {
+            assert!(cached, "{name} was not CACHED:\n{}", again.stderr);
+        }
+    }
+}
+
+#[test]
+fn mtimes_owners_and_the_context_path_are_not_part_of_the_key() {
+    let f = skip_unless!(Fixture::new());
+    app_context(f.ctx.path());
+    let first = f.build(&[]);
+    // The same sources checked out elsewhere, later, by another owner (another CI runner).
+    let elsewhere = harness::tempdir();
+    let other = elsewhere.path().join("checkout");
+    copy_tree(f.ctx.path(), &other);
+    harness::run_ok(
+        std::process::Command::new("touch")
+            .args(["-d", "2001-02-03 04:05:06"])
+            .arg(other.join("src/a.txt"))
+            .arg(other.join("conf/app.conf")),
+    );
+    harness::run_ok(
+        std::process::Command::new("chown")
+            .args(["-R", "1234:1234"])
+            .arg(&other),
+    );
+    let again = f.build_in(&other, &[]);
+    assert!(ran(&again).is_empty(), "{}", again.stderr);
+    assert_eq!(image_id(&first), image_id(&again));
+}
+
+#[test]
+fn a_changed_file_reruns_its_copy_and_what_follows_and_says_why() {
+    let f = skip_unless!(Fixture::new());
+    app_context(f.ctx.path());
+    f.build(&[]);
+    write_files(f.ctx.path(), &[("src/sub/c.txt", "GAMMA\n")]);
+    let run = f.build(&["--debug-cache"]);
+    assert_eq!(
+        ran(&run),
+        [
+            "COPY --chmod=0640 conf/ /etc/app/",
+            "COPY src/ ./src/",
+            "RUN cat src/*.txt > all.txt && head -c 16 /dev/urandom > stamp",
+            "RUN echo done > done.txt",
+        ],
+        "{}",
+        run.stderr
+    );
+    assert!(steps(&run)["WORKDIR /app"], "{}", run.stderr);
+    assert!(
+        run.stderr.contains("changed: inputs: sub/c.txt changed"),
+        "the miss names the file:\n{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("changed: parent: sha256:"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_mode_change_misses_unless_chmod_sets_the_mode() {
+    let f = skip_unless!(Fixture::new());
+    app_context(f.ctx.path());
+    f.build(&[]);
+    let chmod = |path: &str, mode: &str| {
+        harness::run_ok(
+            std::process::Command::new("chmod")
+                .arg(mode)
+                .arg(f.ctx.path().join(path)),
+        )
+    };
+    // conf/ is copied with --chmod=0640: its files' own modes do not reach the image.
+    chmod("conf/app.conf", "0600");
+    assert!(ran(&f.build(&[])).is_empty());
+    // src/ is copied with the files' modes.
+    chmod("src/a.txt", "0755");
+    let run = f.build(&[]);
+    assert!(
+        ran(&run).contains(&"COPY src/ ./src/".to_owned()),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn no_cache_reruns_everything_and_no_cache_filter_one_stage() {
+    let f = skip_unless!(Fixture::new());
+    write_files(
+        f.ctx.path(),
+        &[(
+            "Dockerfile",
+            "FROM busybox:local AS one\nRUN head -c 16 /dev/urandom > /one\n\
+                 FROM busybox:local AS two\nRUN head -c 16 /dev/urandom > /two\n\
+                 FROM busybox:local\nCOPY --from=one /one /one\nCOPY --from=two /two /two\n",
+        )],
+    );
+    let first = f.build(&[]);
+    let all = f.build(&["--no-cache"]);
+    assert_eq!(ran(&all).len(), 4, "{}", all.stderr);
+    assert_ne!(image_id(&first), image_id(&all));
+    let filtered = f.build(&["--no-cache-filter", "two"]);
+    // Stage `two` runs again; `one` is cached, and so is nothing after two's new layer.
+    assert_eq!(
+        ran(&filtered),
+        [
+            "stage-2 COPY --from=two /two /two",
+            "two RUN head -c 16 /dev/urandom > /two"
+        ],
+        "{}",
+        filtered.stderr
+    );
+    assert!(steps(&filtered)["one RUN head -c 16 /dev/urandom > /one"]);
+}
+
+#[test]
+fn a_miss_in_one_branch_leaves_the_others_cached() {
+    let f = skip_unless!(Fixture::new());
+    write_files(
+        f.ctx.path(),
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox:local AS a\nCOPY a.txt /a.txt\nRUN cat /a.txt > /a.out\n\
+                 FROM busybox:local AS b\nCOPY b.txt /b.txt\nRUN cat /b.txt > /b.out\n\
+                 FROM busybox:local\nCOPY --from=a /a.out /\nCOPY --from=b /b.out /\n",
+            ),
+            ("a.txt", "a1\n"),
+            ("b.txt", "b1\n"),
+        ],
+    );
+    f.build(&[]);
+    write_files(f.ctx.path(), &[("a.txt", "a2\n")]);
+    let run = f.build(&[]);
+    let s = steps(&run);
+    assert!(
+        s["b COPY b.txt /b.txt"] && s["b RUN cat /b.txt > /b.out"],
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !s["a COPY a.txt /a.txt"] && !s["a RUN cat /a.txt > /a.out"],
+        "{}",
+        run.stderr
+    );
+}
+
+/// A tmpfs mounted `strictatime`, where every read of a file moves its atime (and nothing
+/// else: the stat cache's identity is unchanged), so a rebuild can be shown not to read an
+/// unchanged context. Unmounted on drop.
+struct AtimeDir {
+    dir: tempfile::TempDir,
+}
+
+impl AtimeDir {
+    fn new() -> Self {
+        let dir = harness::tempdir();
+        harness::run_ok(
+            std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "strictatime,size=64m", "kiln-it-ctx"])
+                .arg(dir.path()),
+        );
+        Self { dir }
+    }
+}
+
+impl Drop for AtimeDir {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[test]
+fn an_unchanged_context_is_recognised_without_reading_it() {
+    let f = skip_unless!(Fixture::new());
+    let ctx = AtimeDir::new();
+    let big = "x".repeat(64 * 1024);
+    write_files(
+        ctx.dir.path(),
+        &[
+            ("Dockerfile", "FROM busybox:local\nCOPY . /ctx/\n"),
+            ("data/one.bin", &big),
+            ("data/two.bin", &big),
+        ],
+    );
+    let file = ctx.dir.path().join("data/one.bin");
+    let atime = || {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs_err::metadata(&file).unwrap();
+        (m.atime(), m.atime_nsec())
+    };
+    // The stat cache trusts records of files changed at least a second before it was saved.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let first = f.build_in(ctx.dir.path(), &[]);
+    assert_eq!(ran(&first).len(), 1);
+    let read_at = atime();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let again = f.build_in(ctx.dir.path(), &[]);
+    assert!(ran(&again).is_empty(), "{}", again.stderr);
+    assert_eq!(
+        atime(),
+        read_at,
+        "the rebuild read an unchanged context file"
+    );
+    // The check can fail: a read is seen.
+    let _ = fs_err::read(&file).unwrap();
+    assert_ne!(atime(), read_at);
+    // A change of content at the same size is seen.
+    write_files(ctx.dir.path(), &[("data/one.bin", &"y".repeat(64 * 1024))]);
+    let changed = f.build_in(ctx.dir.path(), &[]);
+    assert_eq!(ran(&changed), ["COPY . /ctx/"], "{}", changed.stderr);
+}
+
+#[test]
+fn a_hit_needs_its_layer_and_prune_frees_what_only_the_cache_holds() {
+    let f = skip_unless!(Fixture::new());
+    write_files(
+        f.ctx.path(),
+        &[(
+            "Dockerfile",
+            "FROM busybox:local AS build\nRUN head -c 300000 /dev/urandom > /blob && echo more > /more\n\
+                 FROM busybox:local\nCOPY --from=build /blob /blob\n",
+        )],
+    );
+    let first = f.build(&[]);
+    let blobs = |root: &Path| fs_err::read_dir(root.join("blobs/sha256")).unwrap().count();
+    let before = blobs(f.root.path());
+    // The build stage's layer is only in the cache (the image holds a copy of one of its
+    // files, in a layer of its own): dangling.
+    let pruned = kiln(f.root.path(), &["builder", "prune", "-f"]).ok();
+    assert!(
+        pruned.stdout.starts_with("Total reclaimed space: "),
+        "{}",
+        pruned.stdout
+    );
+    assert!(pruned.stderr.contains("1 layer(s)"), "{}", pruned.stderr);
+    assert_eq!(blobs(f.root.path()), before - 1);
+    // The image still runs from the cache where it can: the RUN's layer is gone, so the RUN
+    // runs again; the final COPY gets a new input and runs too.
+    let again = f.build(&["--debug-cache"]);
+    assert_eq!(ran(&again).len(), 2, "{}", again.stderr);
+    assert_ne!(image_id(&first), image_id(&again));
+    // --all removes every record: nothing is cached afterwards.
+    kiln(f.root.path(), &["builder", "prune", "-a", "-f"]).ok();
+    assert_eq!(ran(&f.build(&[])).len(), 2);
+    // --keep-storage keeps what fits, least recently used going first.
+    let keep = kiln(
+        f.root.path(),
+        &["builder", "prune", "-f", "--keep-storage", "10GB"],
+    )
+    .ok();
+    assert!(
+        keep.stderr.contains("Deleted 0 cache record(s)"),
+        "{}",
+        keep.stderr
+    );
+    kiln(
+        f.root.path(),
+        &["builder", "prune", "-f", "--keep-storage", "0"],
+    )
+    .ok();
+    let after = f.build(&[]);
+    assert!(!steps(&after)["build RUN head -c 300000 /dev/urandom > /blob && echo more > /more"]);
+    // The store is still sound: the image is there and its blobs too.
+    kiln(f.root.path(), &["image", "inspect", "test:1"]).ok();
+}
+
+#[test]
+fn the_cache_is_used_with_source_date_epoch_and_stays_reproducible() {
+    let f = skip_unless!(Fixture::new());
+    app_context(f.ctx.path());
+    let env = [("SOURCE_DATE_EPOCH", "1700000000")];
+    let ctx = f.ctx.path().to_str().unwrap();
+    let build = || {
+        kiln_env(
+            f.root.path(),
+            &["build", "--progress=plain", "-t", "test:1", ctx],
+            &env,
+        )
+        .ok()
+    };
+    let first = build();
+    let again = build();
+    assert!(ran(&again).is_empty(), "{}", again.stderr);
+    assert_eq!(image_id(&first), image_id(&again));
+}
