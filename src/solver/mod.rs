@@ -114,8 +114,9 @@ pub fn build(
         automatic_args: automatic_args(),
     };
     let mut plan = frontend::plan(&df, &opts).map_err(BuildError::Dockerfile)?;
-    context::named::resolve_in_plan(&mut plan, &req.named_contexts)?;
+    context::named::resolve_in_plan(&mut plan, &req.named_contexts);
     let ctx = Context::open(&req.context)?.apply_dockerignore(req.dockerfile_path.as_deref())?;
+    let named = context::NamedContexts::open(&req.named_contexts)?;
     // Blobs referenced by this build but not yet by a name must not be collected meanwhile.
     let _lease = store.lease()?;
     let created = timestamp(req.source_date_epoch);
@@ -134,6 +135,7 @@ pub fn build(
         snapshots: &snapshots,
         store,
         ctx: &ctx,
+        named: &named,
         registry: &req.registry,
         epoch: req.source_date_epoch,
         compression: req.compression,

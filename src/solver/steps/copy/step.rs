@@ -1,6 +1,7 @@
-//! The COPY step: expanding its words, preparing the source trees (`--from` views, heredoc
-//! files), resolving `--chown`, and running the copy on a snapshot of the stage (or, for
-//! `--link`, on an empty one whose layer is then stacked). Shared with ADD ([`execute`]).
+//! The COPY step: expanding its words, preparing the source trees (`--from` views or
+//! `--build-context` directories, heredoc files), resolving `--chown`, and running the copy on
+//! a snapshot of the stage (or, for `--link`, on an empty one whose layer is then stacked).
+//! Shared with ADD ([`execute`]).
 //!
 //! `--link` (BuildKit: a copy onto `scratch` merged over the stage, used only without
 //! `--chmod`): the layer holds exactly what a copy onto an empty filesystem writes, so the
@@ -251,6 +252,17 @@ fn from_state(
     }
 }
 
+/// The `--build-context` directory `--from` names, read like the main context (its entries
+/// 0:0 without `--chown`, as BuildKit's local sources are); a stage of this build wins.
+fn named_dir<'e>(env: &StepEnv<'e>, from: &CopyFrom) -> Option<&'e Context> {
+    match from {
+        CopyFrom::Image(name) if !env.stage_names.contains_key(&name.to_ascii_lowercase()) => {
+            env.named.dir(name)
+        }
+        _ => None,
+    }
+}
+
 /// The words COPY and ADD share, expanded with the stage's variables.
 pub(in crate::solver::steps) struct Expanded {
     pub sources: Vec<String>,
@@ -327,13 +339,17 @@ pub(in crate::solver::steps) fn run(
         &c.contents,
         &dest,
     );
+    let named_dir = c.from.as_ref().and_then(|f| named_dir(env, f));
     let from = c
         .from
         .as_ref()
+        .filter(|_| named_dir.is_none())
         .map(|f| from_state(env, place, f))
         .transpose()?;
     let from_tree = from.as_ref().map(|s| state_tree(env, s)).transpose()?;
-    let tree = from_tree.as_ref().map_or(env.ctx, |f| &f.tree);
+    let tree = from_tree
+        .as_ref()
+        .map_or(named_dir.unwrap_or(env.ctx), |f| &f.tree);
     let mut scratch = Scratch::new();
     let heredocs = heredoc_tree(env, &mut scratch, &c.contents, &lookup)?;
     let mut all: Vec<Source<'_>> = sources
