@@ -1,5 +1,5 @@
-//! FROM: the starting state of a stage — `scratch`, an earlier stage, or an image from the store
-//! (pulled when missing).
+//! FROM: the starting state of a stage — `scratch`, an earlier stage, an image from the store
+//! (pulled when missing), or a `--build-context` directory ([`dir_state`]).
 //!
 //! ONBUILD triggers of a base image run right after its FROM, as BuildKit does
 //! (`dockerfile2llb` `initOnBuildTriggers`; Dockerfile reference "ONBUILD"): the triggers are
@@ -12,7 +12,10 @@
 
 use std::collections::BTreeMap;
 
+use super::context::Context;
+use super::rootfs;
 use super::stage::{DEFAULT_PATH, StageState};
+use super::steps::copy::{CopySpec, Source, copy_into};
 use super::steps::{BoxError, StepEnv, StepError, StepPlace};
 use crate::image::{ImageConfig, ImageRef, Platform, RootFs};
 use crate::progress::{Event, StepId};
@@ -41,15 +44,18 @@ pub fn resolve(
             s.cmd_set = false;
             s
         }
-        frontend::StageBase::Image { reference, .. } => {
-            let r = ImageRef::parse(reference).map_err(|e| StepError::BaseImage {
-                reference: reference.clone(),
-                source: e.into(),
-            })?;
-            let mut state = image_state(env, &r, created)?;
-            run_triggers(env, &mut state, &r, done)?;
-            state
-        }
+        frontend::StageBase::Image { reference, .. } => match env.named.dir(reference) {
+            Some(dir) => dir_state(env, reference, dir, created)?,
+            None => {
+                let r = ImageRef::parse(reference).map_err(|e| StepError::BaseImage {
+                    reference: reference.clone(),
+                    source: e.into(),
+                })?;
+                let mut state = image_state(env, &r, created)?;
+                run_triggers(env, &mut state, &r, done)?;
+                state
+            }
+        },
     };
     state.created = created.to_owned();
     Ok(state)
@@ -87,6 +93,93 @@ pub fn image_state(
         image.manifest.layers,
         created.to_owned(),
     ))
+}
+
+/// History comment of the entry BuildKit's image exporter adds for a layer that no instruction
+/// recorded (`exporter/containerimage/writer.go`, `normalizeLayersAndHistory`).
+pub const EXPORTER_HISTORY_COMMENT: &str = "buildkit.exporter.image.v0";
+
+/// The state of a stage that starts `FROM` the directory context `name`.
+///
+/// BuildKit loads a local named context as a state with no image config and gives the stage
+/// `emptyImage` (`dockerfile2llb/convert.go` `resolveBaseImage`, the `img == nil` case): the
+/// config is that of `FROM scratch`, and the filesystem is the directory. Here the directory
+/// becomes one layer, written the way COPY writes the main context's files (the context's
+/// `.dockerignore` applied, entries 0:0, modes and mtimes kept, mtimes clamped to
+/// `SOURCE_DATE_EPOCH`); an empty directory gives no layer, like `FROM scratch`.
+///
+/// The layer's history entry is the one BuildKit's exporter adds for a layer no instruction
+/// accounts for: `created_by` the local source's description (`local source for context:NAME`,
+/// BuildKit's `source/local` names the ref after its shared key), comment
+/// [`EXPORTER_HISTORY_COMMENT`]. BuildKit appends such entries after the instructions' own;
+/// kiln puts it first, where its layer is, so that history and layers stay in step.
+pub fn dir_state(
+    env: &StepEnv<'_>,
+    name: &str,
+    dir: &Context,
+    created: &str,
+) -> Result<StageState, StepError> {
+    let mut state = StageState::new(scratch_config(), Vec::new(), created.to_owned());
+    let key = super::context::named::lookup_key(name).unwrap_or_else(|| name.to_owned());
+    let created_by = format!("local source for context:{key}");
+    let source = Source {
+        tree: dir,
+        path: ".".to_owned(),
+        wildcards: false,
+        unpack: false,
+    };
+    let spec = CopySpec {
+        dest: "/".to_owned(),
+        workdir: "/".to_owned(),
+        epoch: env.epoch,
+        ..CopySpec::default()
+    };
+    // Cached like a COPY of the directory (its content hash, stat-cached).
+    let inputs = super::steps::copy::selection(
+        std::slice::from_ref(&source),
+        &spec,
+        super::steps::copy::Owners::Root,
+    )?;
+    let mut preimage = super::steps::preimage(env, "context-dir", None);
+    preimage.field(
+        "inputs",
+        super::steps::inputs_digest(env, &inputs)?.to_string(),
+    );
+    let done = BTreeMap::new();
+    let place = StepPlace::new(
+        StepId {
+            stage: format!("context:{key}"),
+            index: 0,
+            total: 0,
+        },
+        &done,
+        !env.cache.settings().no_cache,
+    );
+    let layer = super::steps::cached(env, &place, &preimage, || {
+        rootfs::file_step(
+            env.snapshots.get()?,
+            env.store.content(),
+            None,
+            &[],
+            rootfs::LayerSettings {
+                epoch: env.epoch,
+                compression: env.compression,
+                reuse: Some(env.reuse(&created_by)),
+            },
+            env.snapshots.mounts_dir(),
+            |root| -> Result<_, StepError> {
+                let touched = copy_into(std::slice::from_ref(&source), root, &spec)?;
+                Ok((!touched.paths.is_empty()).then_some(touched))
+            },
+        )
+    })?;
+    if let rootfs::StepLayer::Layer(info) = layer {
+        state.push_layer(&info, env.compression.media_type(), created_by);
+        if let Some(entry) = state.config.history.last_mut() {
+            entry.comment = Some(EXPORTER_HISTORY_COMMENT.to_owned());
+        }
+    }
+    Ok(state)
 }
 
 /// Run the base image's ONBUILD triggers on `state` (then cleared from its config).

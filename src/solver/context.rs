@@ -25,7 +25,8 @@
 //! # Other sources
 //!
 //! [`stdin`] turns `kiln build -` input into a context directory (a tar, plain or compressed) or
-//! a Dockerfile; [`named`] parses `--build-context NAME=SOURCE`.
+//! a Dockerfile; [`named`] parses `--build-context NAME=SOURCE` and opens its directories as
+//! contexts.
 //!
 //! Not responsible for: the matching rules themselves (`frontend::dockerignore`), deciding
 //! layer layout (COPY does).
@@ -33,7 +34,7 @@
 pub mod named;
 pub mod stdin;
 
-pub use named::NamedContext;
+pub use named::{Named, NamedContext, NamedContexts};
 
 use std::ffi::OsString;
 use std::fs::Metadata;

@@ -118,8 +118,9 @@ pub fn build(
         automatic_args: automatic_args(),
     };
     let mut plan = frontend::plan(&df, &opts).map_err(BuildError::Dockerfile)?;
-    context::named::resolve_in_plan(&mut plan, &req.named_contexts)?;
+    context::named::resolve_in_plan(&mut plan, &req.named_contexts);
     let ctx = Context::open(&req.context)?.apply_dockerignore(req.dockerfile_path.as_deref())?;
+    let named = context::NamedContexts::open(&req.named_contexts)?;
     // Blobs referenced by this build but not yet by a name must not be collected meanwhile.
     let _lease = store.lease()?;
     let created = timestamp(req.source_date_epoch);
@@ -133,6 +134,9 @@ pub fn build(
     let cache =
         crate::cache::BuildCache::new(store, req.cache.clone(), ctx.root(), &req.dockerfile_name);
     cache.register_context(ctx.root());
+    for (_, dir) in named.dirs() {
+        cache.register_context(dir.root());
+    }
     let cancel = Cancel::new();
     let env = steps::StepEnv {
         build_args: &req.build_args,
@@ -141,6 +145,7 @@ pub fn build(
         snapshots: &snapshots,
         store,
         ctx: &ctx,
+        named: &named,
         registry: &req.registry,
         epoch: req.source_date_epoch,
         compression: req.compression,

@@ -795,19 +795,21 @@ fn a_named_image_context_replaces_from_and_copy_from() {
     );
     assert_eq!(last_layer_paths(root.path(), "named:1"), ["copied.txt"]);
 
-    // A directory context where an image is needed, and a malformed flag, fail clearly.
+    // A missing directory, and a malformed flag, fail clearly (directory contexts:
+    // `build_named_context`).
+    let missing = ctx.path().join("missing");
     let run = kiln(
         root.path(),
         &[
             "build",
             "-q",
             "--build-context",
-            &format!("alpine={}", p(ctx.path())),
+            &format!("alpine={}", p(&missing)),
             p(other.path()),
         ],
     )
     .fails_with(1);
-    assert!(run.stderr.contains("not supported yet"), "{}", run.stderr);
+    assert!(run.stderr.contains("is not a directory"), "{}", run.stderr);
     let run = kiln(
         root.path(),
         &["build", "-q", "--build-context", "Bad", p(other.path())],

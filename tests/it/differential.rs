@@ -106,6 +106,7 @@ fn run_case(case: &Case, base: &BaseContext, buildah: &Buildah) -> Outcome {
             dockerfile: &pre.dockerfile,
             tag: &pre.tag,
             build_args: &no_args,
+            build_contexts: &no_args,
             target: None,
         };
         if let Err(e) = kiln.build(&b, None) {
@@ -134,6 +135,7 @@ fn run_case(case: &Case, base: &BaseContext, buildah: &Buildah) -> Outcome {
         dockerfile: &case.spec.dockerfile,
         tag: &tag,
         build_args: &build_args,
+        build_contexts: &case.spec.build_contexts,
         target: case.spec.target.as_deref(),
     };
     if let Err(e) = kiln.build(&b, Some(&local)) {

@@ -4,6 +4,7 @@
 mod build_cache;
 mod build_call;
 mod build_copy_add;
+mod build_named_context;
 mod build_options;
 mod build_outputs;
 mod build_parallel;

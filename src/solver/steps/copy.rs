@@ -14,8 +14,9 @@
 //!   followed inside the image root (merged-/usr images);
 //! - without `--chown`, entries of a `--from` stage or image keep their uid/gid (BuildKit's
 //!   copy between states: fsutil `copyFileInfo` keeps `st.Uid`/`st.Gid` when there is no
-//!   chowner, see [`Owners`]), and entries of the build context, heredocs, downloads and git
-//!   checkouts are 0:0 (BuildKit's local, `Mkfile`, HTTP and git sources are root's);
+//!   chowner, see [`Owners`]), and entries of the build context (and of `--build-context`
+//!   directories), heredocs, downloads and git checkouts are 0:0 (BuildKit's local, `Mkfile`,
+//!   HTTP and git sources are root's);
 //! - `--chown` (names resolved in the image, see `chown`) owns every copied entry and also
 //!   the missing parent directories created for the destination (fsutil `MkdirAll` with the
 //!   chowner; without `--chown` they are 0:0); mode is the source's unless `--chmod` (see
@@ -70,8 +71,8 @@ use crate::solver::rootfs::Touched;
 use crate::store::StoreError;
 pub use chmod::Chmod;
 pub(super) use step::{
-    Expanded, Request, Scratch, execute, heredoc_files, heredoc_tree, history_text, inputs_digest,
-    run, set_mtime, sources_in,
+    Expanded, Request, Scratch, execute, heredoc_files, heredoc_tree, history_text, run, set_mtime,
+    sources_in,
 };
 
 /// Errors of a COPY.

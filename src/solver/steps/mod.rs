@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use frontend::{ArgValue, CommandLine, Step, StepKind};
 use snapshotter::layer::{Compression, LayerError};
 
-use super::context::Context;
+use super::context::{Context, NamedContexts};
 use super::inroot::{InRoot, InRootError};
 use super::rootfs::{self, RootfsError, Snapshots, StepLayer, Touched};
 use super::stage::StageState;
@@ -26,6 +26,9 @@ use metadata::Command;
 pub struct StepEnv<'a> {
     pub store: &'a Store,
     pub ctx: &'a Context,
+    /// `--build-context` directories and images, for `FROM`, `COPY --from` and
+    /// `RUN --mount from=` names that are not stages.
+    pub named: &'a NamedContexts,
     pub registry: &'a RegistryOptions,
     pub epoch: Option<u64>,
     /// How the layers this build writes are compressed (`--compression`).
@@ -127,6 +130,17 @@ pub fn cached(
     };
     env.cache.record(&step_id, preimage, outcome);
     Ok(layer)
+}
+
+/// The content hash of a step's inputs, through the build cache (stat-cached for contexts).
+pub fn inputs_digest(
+    env: &StepEnv<'_>,
+    inputs: &[crate::cache::InputEntry],
+) -> Result<snapshotter::Digest, StepError> {
+    env.cache
+        .digest_inputs(inputs)
+        .map(|d| d.digest)
+        .map_err(|e| StepError::Invalid(format!("hashing the step's sources: {e}")))
 }
 
 /// The preimage of a layer step on the stage's current filesystem: op kind, parent ChainID,

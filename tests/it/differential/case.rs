@@ -8,6 +8,7 @@
 //! {
 //!   "dockerfile": "Dockerfile",
 //!   "build_args": { "NAME": "value" },
+//!   "build_contexts": { "deps": "deps-dir" },
 //!   "target": "stage",
 //!   "serve": "served",
 //!   "pre": [ { "dockerfile": "Dockerfile.base", "tag": "onbuild-base:local" } ],
@@ -19,6 +20,8 @@
 //! }
 //! ```
 //!
+//! - `build_contexts`: `--build-context NAME=DIR` for both tools, the directory relative to the
+//!   case directory.
 //! - `pre`: images built first (with both tools) and tagged, for cases that build `FROM` them.
 //! - `buildah_dockerfile`: buildah (1.28, Debian 12) lacks some Dockerfile syntax (heredocs,
 //!   `COPY --link/--parents/--exclude`); it then builds this equivalent Dockerfile, written to give
@@ -50,6 +53,9 @@ pub struct Spec {
     pub dockerfile: String,
     #[serde(default)]
     pub build_args: BTreeMap<String, String>,
+    /// `--build-context NAME=DIR`, the directory relative to the case directory.
+    #[serde(default)]
+    pub build_contexts: BTreeMap<String, String>,
     pub target: Option<String>,
     #[serde(default)]
     pub pre: Vec<Pre>,

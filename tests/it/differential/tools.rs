@@ -27,7 +27,19 @@ pub struct BuildArgs<'a> {
     pub dockerfile: &'a str,
     pub tag: &'a str,
     pub build_args: &'a BTreeMap<String, String>,
+    /// `--build-context NAME=DIR`, `DIR` relative to `ctx`.
+    pub build_contexts: &'a BTreeMap<String, String>,
     pub target: Option<&'a str>,
+}
+
+impl BuildArgs<'_> {
+    /// The `--build-context` flag values, directories made absolute.
+    fn context_flags(&self) -> Vec<String> {
+        self.build_contexts
+            .iter()
+            .map(|(name, dir)| format!("{name}={}", self.ctx.join(dir).display()))
+            .collect()
+    }
 }
 
 /// Runs `cmd`; `Err` with its output unless it succeeded.
@@ -117,6 +129,10 @@ impl Kiln {
         for (k, v) in b.build_args {
             args.push("--build-arg".into());
             args.push(format!("{k}={v}"));
+        }
+        for c in b.context_flags() {
+            args.push("--build-context".into());
+            args.push(c);
         }
         if let Some(t) = b.target {
             args.push("--target".into());
@@ -231,6 +247,9 @@ impl Buildah {
         .arg(b.ctx.join(b.dockerfile));
         for (k, v) in b.build_args {
             cmd.arg("--build-arg").arg(format!("{k}={v}"));
+        }
+        for c in b.context_flags() {
+            cmd.arg("--build-context").arg(c);
         }
         if let Some(t) = b.target {
             cmd.args(["--target", t]);

@@ -1,6 +1,7 @@
-//! The COPY step: expanding its words, preparing the source trees (`--from` views, heredoc
-//! files), resolving `--chown`, and running the copy on a snapshot of the stage (or, for
-//! `--link`, on an empty one whose layer is then stacked). Shared with ADD ([`execute`]).
+//! The COPY step: expanding its words, preparing the source trees (`--from` views or
+//! `--build-context` directories, heredoc files), resolving `--chown`, and running the copy on
+//! a snapshot of the stage (or, for `--link`, on an empty one whose layer is then stacked).
+//! Shared with ADD ([`execute`]).
 //!
 //! `--link` (BuildKit: a copy onto `scratch` merged over the stage, used only without
 //! `--chmod`): the layer holds exactly what a copy onto an empty filesystem writes, so the
@@ -22,7 +23,7 @@ use crate::solver::context::Context;
 use crate::solver::inroot::InRoot;
 use crate::solver::rootfs::{self, LayerSettings, MountedView, StepLayer, Touched};
 use crate::solver::stage::StageState;
-use crate::solver::steps::{StepEnv, StepError, StepPlace, cached};
+use crate::solver::steps::{StepEnv, StepError, StepPlace, cached, inputs_digest};
 
 /// A COPY or ADD ready to run: flags expanded, sources prepared.
 pub(in crate::solver::steps) struct Request<'a> {
@@ -262,6 +263,17 @@ fn from_state(
     }
 }
 
+/// The `--build-context` directory `--from` names, read like the main context (its entries
+/// 0:0 without `--chown`, as BuildKit's local sources are); a stage of this build wins.
+fn named_dir<'e>(env: &StepEnv<'e>, from: &CopyFrom) -> Option<&'e Context> {
+    match from {
+        CopyFrom::Image(name) if !env.stage_names.contains_key(&name.to_ascii_lowercase()) => {
+            env.named.dir(name)
+        }
+        _ => None,
+    }
+}
+
 /// The words COPY and ADD share, expanded with the stage's variables.
 #[derive(Debug, Clone)]
 pub(in crate::solver::steps) struct Expanded {
@@ -385,9 +397,11 @@ pub(in crate::solver::steps) fn run(
         &c.contents,
         &expanded.dest,
     );
+    let named_dir = c.from.as_ref().and_then(|f| named_dir(env, f));
     let from = c
         .from
         .as_ref()
+        .filter(|_| named_dir.is_none())
         .map(|f| from_state(env, place, f))
         .transpose()?;
     let heredoc_files = heredoc_files(&c.contents, &lookup)?;
@@ -418,14 +432,16 @@ pub(in crate::solver::steps) fn run(
             })?
         }
         None => {
-            // Heredoc files are part of the key as text; only the context is hashed.
+            // The main context, or a `--build-context` directory. Heredoc files are part of
+            // the key as text; only the context is hashed.
+            let local = named_dir.unwrap_or(env.ctx);
             let inputs = selection(
-                &sources_in(&expanded.sources, env.ctx, &[], None),
+                &sources_in(&expanded.sources, local, &[], None),
                 &spec,
                 Owners::Root,
             )?;
             key.field("inputs", inputs_digest(env, &inputs)?.to_string());
-            cached(env, place, &key, || copy(env.ctx, None))?
+            cached(env, place, &key, || copy(local, None))?
         }
     };
     push(env, state, layer, created_by);
@@ -457,17 +473,6 @@ pub(in crate::solver::steps) fn sources_in<'t>(
         }));
     }
     all
-}
-
-/// The content hash of a step's inputs, through the build cache (stat-cached for contexts).
-pub(in crate::solver::steps) fn inputs_digest(
-    env: &StepEnv<'_>,
-    inputs: &[crate::cache::InputEntry],
-) -> Result<snapshotter::Digest, StepError> {
-    env.cache
-        .digest_inputs(inputs)
-        .map(|d| d.digest)
-        .map_err(|e| StepError::Invalid(format!("hashing the step's sources: {e}")))
 }
 
 /// Record a COPY/ADD layer (or its absence) and its history entry.

@@ -232,13 +232,13 @@ fn preimage(
     let mut sources = Vec::new();
     for m in mounts {
         if let Mount::Bind { source, from, .. } = m {
-            let identity = match from {
-                None => {
+            let identity = match mounts::bind_from(env, from.as_deref())? {
+                mounts::BindFrom::Local(ctx) => {
                     let src = source.as_deref().unwrap_or("/");
                     let spec = crate::solver::steps::copy::CopySpec::default();
                     let inputs = crate::solver::steps::copy::selection(
                         &[crate::solver::steps::copy::Source {
-                            tree: env.step.ctx,
+                            tree: ctx,
                             path: src.to_owned(),
                             wildcards: false,
                             unpack: false,
@@ -246,11 +246,10 @@ fn preimage(
                         &spec,
                         crate::solver::steps::copy::Owners::Root,
                     )?;
-                    let digest = crate::solver::steps::copy::inputs_digest(env.step, &inputs)?;
-                    format!("context:{digest}")
+                    let digest = crate::solver::steps::inputs_digest(env.step, &inputs)?;
+                    format!("local:{digest}")
                 }
-                Some(from) => {
-                    let s = env.stage_or_image(from)?;
+                mounts::BindFrom::State(s) => {
                     let chain = snapshotter::ChainId::of_stack(&s.config.rootfs.diff_ids);
                     format!(
                         "from:{}",

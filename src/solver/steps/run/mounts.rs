@@ -1,7 +1,7 @@
-//! RUN `--mount`s turned into runtime mounts: bind (from the context or a stage/image, writes
-//! discarded), cache (kept in the store), tmpfs, secret and ssh. Everything a mount needs on the
-//! host (views, overlays, relays, secret files, cache locks) is held by [`StepMounts`] and
-//! released when the step ends.
+//! RUN `--mount`s turned into runtime mounts: bind (from the context, a stage, an image or a
+//! `--build-context`, writes discarded), cache (kept in the store), tmpfs, secret and ssh.
+//! Everything a mount needs on the host (views, overlays, relays, secret files, cache locks) is
+//! held by [`StepMounts`] and released when the step ends.
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -13,6 +13,7 @@ use snapshotter::snapshot::{LocalSnapshotter, Snapshotter};
 use super::RunEnv;
 use super::cache_mount::{self, CacheLease};
 use super::ssh::AgentRelay;
+use crate::solver::context::{Context, Named};
 use crate::solver::rootfs::{self, MountedView};
 use crate::solver::steps::StepError;
 
@@ -114,6 +115,33 @@ fn private_dir(env: &RunEnv<'_>, mode: u32) -> Result<tempfile::TempDir, StepErr
     fs_err::set_permissions(dir.path(), std::fs::Permissions::from_mode(mode))
         .map_err(io_err("creating a private directory"))?;
     Ok(dir)
+}
+
+/// What a bind mount's `from=` names.
+pub enum BindFrom<'c> {
+    /// A local context: the build context (no `from=`) or a `--build-context` directory.
+    Local(&'c Context),
+    /// The filesystem of a stage or an image.
+    State(Box<crate::solver::stage::StageState>),
+}
+
+/// Resolve a bind mount's `from=`: a name that is not a stage may be a `--build-context`
+/// (BuildKit resolves such a name as it resolves `COPY --from`).
+pub fn bind_from<'c>(env: &RunEnv<'c>, from: Option<&str>) -> Result<BindFrom<'c>, StepError> {
+    let is_stage = |f: &str| {
+        f.parse::<usize>().is_ok() || env.stage_names.contains_key(&f.to_ascii_lowercase())
+    };
+    let named = from
+        .filter(|f| !is_stage(f))
+        .and_then(|f| env.step.named.get(f));
+    Ok(match (from, named) {
+        (None, _) => BindFrom::Local(env.step.ctx),
+        (_, Some(Named::Dir(dir))) => BindFrom::Local(dir),
+        (_, Some(Named::Image(r))) => {
+            BindFrom::State(Box::new(crate::solver::base::image_state(env.step, r, "")?))
+        }
+        (Some(from), None) => BindFrom::State(Box::new(env.stage_or_image(from)?)),
+    })
 }
 
 impl<'a> StepMounts<'a> {
@@ -284,23 +312,10 @@ impl<'a> StepMounts<'a> {
         source: Option<&str>,
     ) -> Result<PathBuf, StepError> {
         let source = source.unwrap_or("/");
-        let Some(from) = from else {
-            let ctx = env.step.ctx;
-            let path = ctx.resolve(source).map_err(context_err)?;
-            if !ctx.has_ignore_rules() {
-                return Ok(path.host().to_owned());
-            }
-            // The filtered context: only what .dockerignore keeps.
-            let dir = tempfile::Builder::new()
-                .prefix("ctx-")
-                .tempdir_in(ensure(env.step.snapshots.mounts_dir())?)
-                .map_err(io_err("copying the build context"))?;
-            let root = dir.path().join("ctx");
-            copy_filtered(ctx, &path, &root)?;
-            self.dirs.push(dir);
-            return Ok(root);
+        let state = match bind_from(env, from)? {
+            BindFrom::Local(ctx) => return self.context_source(env, ctx, source),
+            BindFrom::State(state) => state,
         };
-        let state = env.stage_or_image(from)?;
         let sn = sn.ok_or_else(|| StepError::Invalid("no snapshotter".into()))?;
         let content = env.step.store.content();
         let name = rootfs::ensure_chain(sn, content, &state.layers, &state.config.rootfs.diff_ids)?;
@@ -310,6 +325,29 @@ impl<'a> StepMounts<'a> {
         self.views.push(view);
         let _ = sn.driver();
         Ok(path)
+    }
+
+    /// `source` in a local context (the build context or a `--build-context` directory) as its
+    /// `.dockerignore` leaves it.
+    fn context_source(
+        &mut self,
+        env: &RunEnv<'a>,
+        ctx: &Context,
+        source: &str,
+    ) -> Result<PathBuf, StepError> {
+        let path = ctx.resolve(source).map_err(context_err)?;
+        if !ctx.has_ignore_rules() {
+            return Ok(path.host().to_owned());
+        }
+        // The filtered context: only what .dockerignore keeps.
+        let dir = tempfile::Builder::new()
+            .prefix("ctx-")
+            .tempdir_in(ensure(env.step.snapshots.mounts_dir())?)
+            .map_err(io_err("copying the build context"))?;
+        let root = dir.path().join("ctx");
+        copy_filtered(ctx, &path, &root)?;
+        self.dirs.push(dir);
+        Ok(root)
     }
 
     /// An overlay on `lower` whose upper layer is discarded after the step (`rw` binds).
