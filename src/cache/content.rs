@@ -45,15 +45,17 @@ pub struct InputEntry {
     pub mode: u32,
     pub uid: u64,
     pub gid: u64,
-    /// The entry's `lstat` when the planner already has it (saves a syscall per file).
-    pub meta: Option<std::fs::Metadata>,
+    /// The entry's `lstat` identity when the planner already has it (saves a syscall per
+    /// file).
+    pub identity: Option<StatIdentity>,
 }
 
 /// The hash of a step's inputs, and one line per entry (kept to explain a miss).
 #[derive(Debug, Clone)]
 pub struct InputsDigest {
     pub digest: Digest,
-    pub lines: Vec<String>,
+    /// The entries, one line each (`path\tkind\tmode\tuid\tgid\tcontent`).
+    pub listing: String,
     /// Files read (not found in a stat cache), for tests and `--debug-cache`.
     pub files_read: usize,
 }
@@ -63,18 +65,41 @@ pub fn digest_inputs(
     entries: &[InputEntry],
     stat_caches: &[Arc<StatCache>],
 ) -> std::io::Result<InputsDigest> {
-    let contents: Vec<(Option<Digest>, bool)> = entries
-        .par_iter()
-        .map(|e| match &e.kind {
-            InputKind::File { host } | InputKind::Archive { host } => {
-                let cache = stat_caches.iter().find(|c| host.starts_with(c.root()));
-                file_digest(host, e.meta.as_ref(), cache.map(|c| &**c)).map(|(d, r)| (Some(d), r))
+    // Unchanged files first, from the stat caches (one lock each, no thread hand-off); then
+    // the rest is read, several files at once.
+    let cache_of = |host: &Path| stat_caches.iter().find(|c| host.starts_with(c.root()));
+    let mut contents: Vec<(Option<Digest>, bool)> = vec![(None, false); entries.len()];
+    let mut to_read: Vec<usize> = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        if let InputKind::File { host } | InputKind::Archive { host } = &e.kind {
+            let known = cache_of(host).and_then(|c| {
+                let identity = match e.identity {
+                    Some(i) => i,
+                    None => StatIdentity::of(&fs_err::metadata(host).ok()?),
+                };
+                c.get(host, &identity)
+            });
+            match known {
+                Some(d) => contents[i] = (Some(d), false),
+                None => to_read.push(i),
             }
-            InputKind::Dir | InputKind::Symlink { .. } => Ok((None, false)),
+        }
+    }
+    let read: Vec<(usize, Digest)> = to_read
+        .par_iter()
+        .map(|&i| {
+            let e = &entries[i];
+            let (InputKind::File { host } | InputKind::Archive { host }) = &e.kind else {
+                unreachable!("only files and archives are read");
+            };
+            file_digest(host, e.identity, cache_of(host).map(|c| &**c)).map(|(d, _)| (i, d))
         })
         .collect::<std::io::Result<_>>()?;
+    for (i, d) in read {
+        contents[i] = (Some(d), true);
+    }
     let mut h = Sha256::new();
-    let mut lines = Vec::with_capacity(entries.len());
+    let mut listing = String::new();
     let mut files_read = 0;
     for (e, (content, read)) in entries.iter().zip(contents) {
         files_read += usize::from(read);
@@ -96,11 +121,12 @@ pub fn digest_inputs(
         );
         h.update(line.as_bytes());
         h.update(b"\n");
-        lines.push(line);
+        listing.push_str(&line);
+        listing.push('\n');
     }
     Ok(InputsDigest {
         digest: Digest::from_bytes(h.finalize().into()),
-        lines,
+        listing,
         files_read,
     })
 }
@@ -109,21 +135,16 @@ pub fn digest_inputs(
 /// read.
 fn file_digest(
     host: &Path,
-    meta: Option<&std::fs::Metadata>,
+    identity: Option<StatIdentity>,
     cache: Option<&StatCache>,
 ) -> std::io::Result<(Digest, bool)> {
     let Some(cache) = cache else {
         return Ok((read_digest(host)?, true));
     };
-    let owned;
-    let meta = match meta {
-        Some(m) => m,
-        None => {
-            owned = fs_err::metadata(host)?;
-            &owned
-        }
+    let identity = match identity {
+        Some(i) => i,
+        None => StatIdentity::of(&fs_err::metadata(host)?),
     };
-    let identity = StatIdentity::of(meta);
     if let Some(d) = cache.get(host, &identity) {
         return Ok((d, false));
     }
@@ -162,7 +183,7 @@ mod tests {
             mode,
             uid: 0,
             gid: 0,
-            meta: None,
+            identity: None,
         }
     }
 

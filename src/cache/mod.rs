@@ -197,10 +197,8 @@ impl BuildCache {
         let d = content::digest_inputs(entries, &caches)?;
         let listing = self.sources_path(&d.digest);
         if !listing.exists() {
-            let mut text = d.lines.join("\n");
-            text.push('\n');
             // Best effort: a missing listing only makes explanations coarser.
-            let _ = write_atomic(&listing, text.as_bytes());
+            let _ = write_atomic(&listing, d.listing.as_bytes());
         }
         Ok(d)
     }
@@ -465,7 +463,7 @@ mod tests {
                         mode: 0o644,
                         uid: 0,
                         gid: 0,
-                        meta: None,
+                        identity: None,
                     }
                 })
                 .collect()

@@ -161,7 +161,9 @@ impl<W: Write> LayerEncoder<W> {
                 blob: Hasher::new(),
                 chain: previous.is_some(),
                 threads,
-                window: 2 * threads,
+                // One member more than there are workers keeps them all busy while the front
+                // one is written; each extra member costs up to two member buffers of memory.
+                window: threads + 1,
                 pool: None,
                 pending: VecDeque::new(),
                 in_flight_bytes: 0,

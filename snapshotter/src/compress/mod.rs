@@ -59,7 +59,7 @@
 //!   those of an export from scratch (tests in `tests/reexport.rs`), except that member keys
 //!   also depend on when files last changed (a file changed within [`RACY_MARGIN`] of an
 //!   export gets no key in it).
-//! - Working memory is bounded by the in-flight window: at most `2 × threads` members are being
+//! - Working memory is bounded by the in-flight window: at most `threads + 1` members are being
 //!   compressed or waiting to be written, each under `MAX_MEMBER + SPLIT` tar bytes (plus their
 //!   headers), whatever the layer size. The index grows by one small record per member.
 

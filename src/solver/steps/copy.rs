@@ -166,8 +166,8 @@ enum Origin {
     File {
         host: PathBuf,
         dev_ino: Option<(u64, u64)>,
-        /// Its `lstat` (the cache's stat check).
-        meta: Metadata,
+        /// Its `lstat` identity (the cache's stat check).
+        identity: crate::cache::stat::StatIdentity,
     },
     Symlink(String),
 }
@@ -313,7 +313,7 @@ pub fn selection(
             let (kind, meta) = match p.origin {
                 Origin::Dir => (InputKind::Dir, None),
                 Origin::Symlink(target) => (InputKind::Symlink { target }, None),
-                Origin::File { host, meta, .. } => (InputKind::File { host }, Some(meta)),
+                Origin::File { host, identity, .. } => (InputKind::File { host }, Some(identity)),
             };
             InputEntry {
                 path: path.as_str().to_owned(),
@@ -321,7 +321,7 @@ pub fn selection(
                 mode: p.mode,
                 uid: p.uid,
                 gid: p.gid,
-                meta,
+                identity: meta,
             }
         })
         .collect();
@@ -331,7 +331,7 @@ pub fn selection(
         mode: 0,
         uid: 0,
         gid: 0,
-        meta: None,
+        identity: None,
     }));
     Ok(out)
 }
@@ -684,7 +684,7 @@ fn file_origin(host: &Path, meta: &Metadata) -> Result<Origin, CopyError> {
     Ok(Origin::File {
         host: host.to_owned(),
         dev_ino,
-        meta: meta.clone(),
+        identity: crate::cache::stat::StatIdentity::of(meta),
     })
 }
 

@@ -435,12 +435,16 @@ pub(in crate::solver::steps) fn run(
             // The main context, or a `--build-context` directory. Heredoc files are part of
             // the key as text; only the context is hashed.
             let local = named_dir.unwrap_or(env.ctx);
-            let inputs = selection(
-                &sources_in(&expanded.sources, local, &[], None),
-                &spec,
-                Owners::Root,
+            // The selection is dropped before the copy plans its own (peak memory).
+            let inputs = inputs_digest(
+                env,
+                &selection(
+                    &sources_in(&expanded.sources, local, &[], None),
+                    &spec,
+                    Owners::Root,
+                )?,
             )?;
-            key.field("inputs", inputs_digest(env, &inputs)?.to_string());
+            key.field("inputs", inputs.to_string());
             cached(env, place, &key, || copy(local, None))?
         }
     };
@@ -501,8 +505,11 @@ pub(in crate::solver::steps) fn execute(
     place: &StepPlace<'_>,
     mut key: crate::cache::Preimage,
 ) -> Result<(), StepError> {
-    let inputs = selection(&request.sources, &request.spec, Owners::Root)?;
-    key.field("inputs", inputs_digest(env, &inputs)?.to_string());
+    let inputs = inputs_digest(
+        env,
+        &selection(&request.sources, &request.spec, Owners::Root)?,
+    )?;
+    key.field("inputs", inputs.to_string());
     let created_by = request.created_by.clone();
     let layer = cached(env, place, &key, || {
         layer_of(env, state, request, Owners::Root)
