@@ -239,20 +239,7 @@ mod tests {
         let root = fs_err::canonicalize(ctx.path()).unwrap();
         let a = root.join("a");
         fs_err::write(&a, b"data").unwrap();
-        let old = rustix::fs::Timespec {
-            tv_sec: 1_000_000,
-            tv_nsec: 0,
-        };
-        rustix::fs::utimensat(
-            rustix::fs::CWD,
-            &a,
-            &rustix::fs::Timestamps {
-                last_access: old,
-                last_modification: old,
-            },
-            rustix::fs::AtFlags::empty(),
-        )
-        .unwrap();
+        crate::cache::stat::tests::date_back(&a);
         // The ctime just changed: wait until it is not racy against the save.
         std::thread::sleep(std::time::Duration::from_millis(1100));
         let cache = Arc::new(StatCache::load(store.path(), &root));

@@ -386,8 +386,10 @@ fn touch(path: &Path) {
     );
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().expect("paths under the cache directory");
+/// Write a small file of the store's metadata (cache records, layer indexes) atomically:
+/// temp file in the same directory, then rename; the directory is created if missing.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().expect("a file inside a directory");
     fs_err::create_dir_all(dir)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     std::io::Write::write_all(&mut tmp, bytes)?;
@@ -405,15 +407,14 @@ mod tests {
         (d, s)
     }
 
+    fn cache_of(store: &Store, settings: CacheSettings) -> BuildCache {
+        BuildCache::new(store, settings, Path::new("/ctx"), "Dockerfile")
+    }
+
     #[test]
     fn a_recorded_layer_is_a_hit_while_its_blob_exists() {
         let (_d, store) = store();
-        let cache = BuildCache::new(
-            &store,
-            CacheSettings::default(),
-            Path::new("/ctx"),
-            "Dockerfile",
-        );
+        let cache = cache_of(&store, CacheSettings::default());
         let blob = store.content().put(b"layer bytes").unwrap();
         let mut p = Preimage::new("run", None);
         p.field("argv", ["true"]);
@@ -443,12 +444,7 @@ mod tests {
     #[test]
     fn a_miss_is_explained_by_the_fields_that_changed() {
         let (_d, store) = store();
-        let cache = BuildCache::new(
-            &store,
-            CacheSettings::default(),
-            Path::new("/ctx"),
-            "Dockerfile",
-        );
+        let cache = cache_of(&store, CacheSettings::default());
         let step = cache.step_id("builder", 3);
         let before = [("a.txt", "one"), ("b.txt", "two")];
         let entries = |files: &[(&str, &str)], dir: &Path| -> Vec<InputEntry> {
@@ -502,7 +498,7 @@ mod tests {
             no_cache_stages: ["builder".to_owned(), "2".to_owned()].into(),
             ..Default::default()
         };
-        let cache = BuildCache::new(&store, settings, Path::new("/ctx"), "Dockerfile");
+        let cache = cache_of(&store, settings);
         assert!(!cache.lookups_enabled(Some("Builder"), 0));
         assert!(!cache.lookups_enabled(None, 2));
         assert!(cache.lookups_enabled(Some("final"), 1));

@@ -221,8 +221,26 @@ fn parse_line(line: &str) -> Option<(&str, Record)> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Set a file's times far back (its ctime is now: wait a second before trusting it).
+    pub(crate) fn date_back(p: &Path) {
+        let old = rustix::fs::Timespec {
+            tv_sec: 1_000_000,
+            tv_nsec: 0,
+        };
+        rustix::fs::utimensat(
+            rustix::fs::CWD,
+            p,
+            &rustix::fs::Timestamps {
+                last_access: old,
+                last_modification: old,
+            },
+            rustix::fs::AtFlags::empty(),
+        )
+        .unwrap();
+    }
 
     fn identity_of(p: &Path) -> StatIdentity {
         StatIdentity::of(&fs_err::symlink_metadata(p).unwrap())
@@ -235,21 +253,7 @@ mod tests {
         let root = fs_err::canonicalize(ctx.path()).unwrap();
         let f = root.join("a.txt");
         fs_err::write(&f, b"one").unwrap();
-        // Date the file two seconds back so it is not racy against the save below.
-        let old = rustix::fs::Timespec {
-            tv_sec: 1_000_000,
-            tv_nsec: 0,
-        };
-        rustix::fs::utimensat(
-            rustix::fs::CWD,
-            &f,
-            &rustix::fs::Timestamps {
-                last_access: old,
-                last_modification: old,
-            },
-            rustix::fs::AtFlags::empty(),
-        )
-        .unwrap();
+        date_back(&f);
         std::thread::sleep(std::time::Duration::from_millis(1100));
         let cache = StatCache::load(store.path(), &root);
         let id = identity_of(&f);

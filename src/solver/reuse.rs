@@ -22,6 +22,7 @@ use snapshotter::compress::{EncodeStats, EncodedLayer, MemberIndex, PreviousBlob
 use snapshotter::layer::Compression;
 use snapshotter::{ChainId, Digest};
 
+use crate::cache::write_atomic;
 use crate::store::{ContentStore, Store};
 
 /// The identity of a step for reuse: its parent and its text.
@@ -100,15 +101,6 @@ impl LayerHistory {
     pub fn last_stats(&self) -> Option<EncodeStats> {
         *self.last.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
-
-fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().expect("paths under the layers directory");
-    fs_err::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::Write::write_all(&mut tmp, bytes)?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -143,6 +143,17 @@ pub fn inputs_digest(
         .map_err(|e| StepError::Invalid(format!("hashing the step's sources: {e}")))
 }
 
+/// Record a step's layer (or, when it changed nothing, an empty-layer history entry: BuildKit
+/// leaves empty diffs out of the image).
+pub fn push_layer(env: &StepEnv<'_>, state: &mut StageState, layer: StepLayer, created_by: String) {
+    match layer {
+        StepLayer::Layer(info) => {
+            state.push_layer(&info, env.compression.media_type(), created_by);
+        }
+        StepLayer::Unchanged => state.push_history(created_by, true),
+    }
+}
+
 /// The preimage of a layer step on the stage's current filesystem: op kind, parent ChainID,
 /// and what shapes every layer kiln writes (`SOURCE_DATE_EPOCH`, compression).
 pub fn preimage(
@@ -258,12 +269,7 @@ pub fn run(
                 })?
             };
             state.config.config.working_dir = Some(wd);
-            match layer {
-                StepLayer::Layer(info) => {
-                    state.push_layer(&info, env.compression.media_type(), created_by);
-                }
-                StepLayer::Unchanged => state.push_history(created_by, true),
-            }
+            push_layer(env, state, layer, created_by);
         }
         StepKind::Cmd(c) => metadata::cmd(state, &command(&c.command)),
         StepKind::Entrypoint(c) => metadata::entrypoint(state, &command(&c.command)),

@@ -23,7 +23,7 @@ use crate::solver::context::Context;
 use crate::solver::inroot::InRoot;
 use crate::solver::rootfs::{self, LayerSettings, MountedView, StepLayer, Touched};
 use crate::solver::stage::StageState;
-use crate::solver::steps::{StepEnv, StepError, StepPlace, cached, inputs_digest};
+use crate::solver::steps::{StepEnv, StepError, StepPlace, cached, inputs_digest, push_layer};
 
 /// A COPY or ADD ready to run: flags expanded, sources prepared.
 pub(in crate::solver::steps) struct Request<'a> {
@@ -448,7 +448,7 @@ pub(in crate::solver::steps) fn run(
             cached(env, place, &key, || copy(local, None))?
         }
     };
-    push(env, state, layer, created_by);
+    push_layer(env, state, layer, created_by);
     Ok(())
 }
 
@@ -479,22 +479,6 @@ pub(in crate::solver::steps) fn sources_in<'t>(
     all
 }
 
-/// Record a COPY/ADD layer (or its absence) and its history entry.
-pub(in crate::solver::steps) fn push(
-    env: &StepEnv<'_>,
-    state: &mut StageState,
-    layer: StepLayer,
-    created_by: String,
-) {
-    match layer {
-        StepLayer::Layer(info) => {
-            state.push_layer(&info, env.compression.media_type(), created_by);
-        }
-        // Nothing matched (an empty wildcard): no layer, as BuildKit's empty diff.
-        StepLayer::Unchanged => state.push_history(created_by, true),
-    }
-}
-
 /// Run a prepared COPY/ADD on the stage's filesystem and record its layer and history; every
 /// copied entry is 0:0 unless `--chown`. Looked up in the cache first under `key` plus the
 /// content hash of the request's sources.
@@ -514,7 +498,7 @@ pub(in crate::solver::steps) fn execute(
     let layer = cached(env, place, &key, || {
         layer_of(env, state, request, Owners::Root)
     })?;
-    push(env, state, layer, created_by);
+    push_layer(env, state, layer, created_by);
     Ok(())
 }
 

@@ -196,12 +196,7 @@ pub fn run(env: &RunEnv<'_>, state: &mut StageState, run: &RunCommand) -> Result
     let layer = crate::solver::steps::cached(env.step, env.place, &key, || {
         execute_on_snapshot(env, state, &invocation, &workdir, network, &mounts)
     })?;
-    match layer {
-        StepLayer::Layer(info) => {
-            state.push_layer(&info, env.step.compression.media_type(), created_by);
-        }
-        StepLayer::Unchanged => state.push_history(created_by, true),
-    }
+    crate::solver::steps::push_layer(env.step, state, layer, created_by);
     Ok(())
 }
 
