@@ -6,6 +6,8 @@
 //! ```text
 //! lock                  flock(2)ed for every metadata transaction
 //! meta/next-id          decimal counter; ids are never reused
+//! meta/generation       decimal counter, bumped (under the lock) before a transaction's first
+//!                       record write: a process reuses the records it loaded while it is unchanged
 //! meta/<id>.json        the record of snapshot <id> (kind, state, key or name, parent id, owner,
 //!                       usage); written temp → fsync → rename (→ fsync dir when it must
 //!                       survive a crash: committed or persisted)
@@ -73,6 +75,11 @@ impl Layout {
     /// In `meta/`, so that the next record write's directory fsync persists it.
     fn counter_file_name() -> &'static str {
         "next-id"
+    }
+
+    /// In `meta/`: the generation of the records (see [`MetaStore::begin`]).
+    fn generation_file_name() -> &'static str {
+        "generation"
     }
 
     fn meta_dir(&self) -> PathBuf {
@@ -206,6 +213,9 @@ impl Record {
 #[derive(Debug)]
 pub(crate) struct MetaStore {
     layout: Layout,
+    /// The records as of a generation, to skip reading every record file in every transaction
+    /// (a build runs several per step, over stores of thousands of snapshots).
+    loaded: std::sync::Mutex<Option<(u64, Vec<Record>)>>,
 }
 
 impl MetaStore {
@@ -214,7 +224,10 @@ impl MetaStore {
         for dir in [layout.meta_dir(), layout.snapshots_dir()] {
             fs_err::create_dir_all(&dir).map_err(SnapshotError::fs("create snapshot store"))?;
         }
-        let store = Self { layout };
+        let store = Self {
+            layout,
+            loaded: std::sync::Mutex::new(None),
+        };
         let orphans = {
             let mut txn = store.begin()?;
             txn.sweep()?
@@ -229,15 +242,42 @@ impl MetaStore {
         &self.layout
     }
 
-    /// Take the store lock and load every record.
+    /// Take the store lock and load every record (from memory when no process changed them
+    /// since this one last loaded or wrote them: every change bumps the generation first).
     pub(crate) fn begin(&self) -> Result<Txn<'_>> {
         let lock = LockGuard::acquire(&self.layout.lock_file())?;
-        let records = self.load_records()?;
+        let generation = self.generation()?;
+        let cached = self
+            .loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .filter(|(g, _)| *g == generation)
+            .map(|(_, records)| records.clone());
+        let records = match cached {
+            Some(records) => records,
+            None => self.load_records()?,
+        };
         Ok(Txn {
             store: self,
             _lock: lock,
             records,
+            generation,
+            bumped: false,
         })
+    }
+
+    /// The current generation (0 before the first change).
+    fn generation(&self) -> Result<u64> {
+        let path = self.layout.meta_dir().join(Layout::generation_file_name());
+        match fs_err::read(&path) {
+            Ok(bytes) => Ok(std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+                .unwrap_or(0)),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(err) => Err(SnapshotError::fs("read metadata generation")(err)),
+        }
     }
 
     fn load_records(&self) -> Result<Vec<Record>> {
@@ -275,9 +315,40 @@ pub(crate) struct Txn<'s> {
     store: &'s MetaStore,
     _lock: LockGuard,
     records: Vec<Record>,
+    /// The generation the records are of; bumped before the first change.
+    generation: u64,
+    bumped: bool,
+}
+
+impl Drop for Txn<'_> {
+    /// Still under the lock: remember the records as of this transaction's generation.
+    fn drop(&mut self) {
+        let mut loaded = self.store.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        *loaded = Some((self.generation, std::mem::take(&mut self.records)));
+    }
 }
 
 impl Txn<'_> {
+    /// Before the first change of this transaction: a new generation, so that every process
+    /// (this one included, should the change fail half-way) reads the records again.
+    fn bump_generation(&mut self) -> Result<()> {
+        if self.bumped {
+            return Ok(());
+        }
+        let next = self.generation + 1;
+        // Invalidate our own copy first: if writing fails, nothing stale is kept.
+        self.generation = u64::MAX;
+        durable::write_atomic(
+            &self.store.layout.meta_dir(),
+            Layout::generation_file_name(),
+            next.to_string().as_bytes(),
+            Durability::NotTorn,
+        )?;
+        self.generation = next;
+        self.bumped = true;
+        Ok(())
+    }
+
     pub(crate) fn records(&self) -> &[Record] {
         &self.records
     }
@@ -381,6 +452,7 @@ impl Txn<'_> {
     /// persisted); merely untorn for an active snapshot or view of a live process, which a
     /// crash makes abandoned anyway.
     pub(crate) fn put(&mut self, record: Record) -> Result<()> {
+        self.bump_generation()?;
         let durability = if record.owner.is_none() {
             Durability::Durable
         } else {
@@ -392,12 +464,16 @@ impl Txn<'_> {
                 source,
             }
         })?;
-        durable::write_atomic(
+        if let Err(e) = durable::write_atomic(
             &self.store.layout.meta_dir(),
             &Layout::record_file_name(record.id),
             &bytes,
             durability,
-        )?;
+        ) {
+            // The file may or may not have changed: never reuse these records.
+            self.generation = u64::MAX;
+            return Err(e);
+        }
         match self.records.iter_mut().find(|r| r.id == record.id) {
             Some(slot) => *slot = record,
             None => self.records.push(record),
@@ -408,12 +484,16 @@ impl Txn<'_> {
     /// Delete a record durably. Its directory becomes an orphan for the caller (or a later
     /// sweep) to remove.
     pub(crate) fn delete(&mut self, id: u64) -> Result<()> {
+        self.bump_generation()?;
+        // Until the record is gone from memory too, these records are not to be reused.
+        let generation = std::mem::replace(&mut self.generation, u64::MAX);
         match fs_err::remove_file(self.record_path(id)) {
             Ok(()) => {}
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
             Err(err) => return Err(SnapshotError::fs("delete metadata")(err)),
         }
         durable::fsync_dir(&self.store.layout.meta_dir())?;
+        self.generation = generation;
         self.records.retain(|r| r.id != id);
         Ok(())
     }
@@ -536,5 +616,43 @@ mod tests {
         assert_eq!(ids, [alive, persisted]);
         assert!(!store.layout().snapshot_dir(half).exists());
         assert!(!dir.path().join("meta").join(".tmp-9.json").exists());
+    }
+
+    #[test]
+    fn records_are_reused_only_while_no_store_changed_them() {
+        let dir = tempfile::tempdir().unwrap();
+        // Two opens of one root: two processes sharing a store.
+        let (a, b) = (store(dir.path()), store(dir.path()));
+        let key = |k: &str| ActiveKey::new(k).unwrap();
+        let put = |s: &MetaStore, k: &str| {
+            let mut txn = s.begin().unwrap();
+            let mut r = Record::new_active(txn.allocate_id().unwrap(), key(k), Kind::Active, None);
+            r.state = State::Ready;
+            txn.put(r.clone()).unwrap();
+            r.id
+        };
+        let names = |s: &MetaStore| -> Vec<u64> {
+            s.begin().unwrap().records().iter().map(|r| r.id).collect()
+        };
+        let first = put(&a, "one");
+        assert_eq!(names(&a), [first]);
+        assert_eq!(names(&b), [first]);
+        // b changes the records: a sees it in its next transaction.
+        let second = put(&b, "two");
+        assert_eq!(names(&a), [first, second]);
+        {
+            let mut txn = b.begin().unwrap();
+            txn.delete(first).unwrap();
+        }
+        assert_eq!(names(&a), [second]);
+        // Unchanged: a's next transactions read no record file (a bogus file is not seen).
+        fs_err::write(dir.path().join("meta").join("999.json"), b"{").unwrap();
+        assert_eq!(names(&a), [second]);
+        // A store that did not load since is not fooled either: it reads the bogus record.
+        assert!(store_err(dir.path()));
+    }
+
+    fn store_err(dir: &Path) -> bool {
+        MetaStore::open(Layout::new(dir.to_owned())).is_err()
     }
 }
