@@ -404,3 +404,71 @@ fn the_cache_is_used_with_source_date_epoch_and_stays_reproducible() {
     assert!(ran(&again).is_empty(), "{}", again.stderr);
     assert_eq!(image_id(&first), image_id(&again));
 }
+
+#[test]
+fn pull_looks_the_base_up_again_and_a_changed_base_misses() {
+    let reg = skip_unless!(harness::Registry::start());
+    let host = reg.host_port();
+    let base = format!("{host}/base:1");
+    // Another machine pushes the base image, twice with different content.
+    let publisher = harness::tempdir();
+    let push_base = |content: &str| {
+        let ctx = harness::tempdir();
+        write_files(
+            ctx.path(),
+            &[("Dockerfile", "FROM scratch\nCOPY f /f\n"), ("f", content)],
+        );
+        kiln(
+            publisher.path(),
+            &[
+                "build",
+                "-q",
+                "--push",
+                "-t",
+                &base,
+                ctx.path().to_str().unwrap(),
+            ],
+        )
+        .ok();
+        crate::support::manifest_layers(publisher.path(), &base)[0].clone()
+    };
+    let first_base = push_base("one");
+    let root = harness::tempdir();
+    let ctx = harness::tempdir();
+    write_files(
+        ctx.path(),
+        &[
+            ("Dockerfile", &format!("FROM {base}\nCOPY g /g\n")),
+            ("g", "app"),
+        ],
+    );
+    let ctx = ctx.path().to_str().unwrap();
+    let build = |extra: &[&str]| {
+        let mut args = vec!["build", "--progress=plain", "-t", "test:1"];
+        args.extend_from_slice(extra);
+        args.push(ctx);
+        kiln(root.path(), &args).ok()
+    };
+    let first = build(&[]);
+    assert_eq!(
+        crate::support::manifest_layers(root.path(), "test:1")[0],
+        first_base
+    );
+    let second_base = push_base("two");
+    assert_ne!(first_base, second_base);
+    // Without --pull the local base is used: everything is cached.
+    let again = build(&[]);
+    assert!(ran(&again).is_empty(), "{}", again.stderr);
+    assert_eq!(image_id(&first), image_id(&again));
+    // With --pull the registry's current base is fetched, and the COPY on it runs again.
+    let pulled = build(&["--pull"]);
+    assert_eq!(ran(&pulled), ["COPY g /g"], "{}", pulled.stderr);
+    assert_eq!(
+        crate::support::manifest_layers(root.path(), "test:1")[0],
+        second_base
+    );
+    // Pulling again when nothing changed keeps the cache.
+    let same = build(&["--pull"]);
+    assert!(ran(&same).is_empty(), "{}", same.stderr);
+    assert_eq!(image_id(&pulled), image_id(&same));
+}
