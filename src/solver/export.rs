@@ -20,13 +20,15 @@ use crate::store::{Store, StoreError};
 /// digest). `labels` (`--label`) are added to the config's labels, replacing the same keys.
 ///
 /// The dates this build writes (the config's `created` and its history entries') are those of
-/// the last build that made the same image, if the cache remembers one: a rebuild that changed
-/// nothing gives the same image ID, as a cached BuildKit build does.
+/// the first build that made the same image, if the cache remembers one: a rebuild that changed
+/// nothing gives the same image ID, as a cached BuildKit build does. With `SOURCE_DATE_EPOCH`
+/// (`epoch`) the dates are the epoch's, always.
 pub fn export(
     store: &Store,
     stage: &StageState,
     labels: &BTreeMap<String, String>,
     cache: &crate::cache::BuildCache,
+    epoch: Option<u64>,
 ) -> Result<(Descriptor, Digest), StoreError> {
     let mut image_config = stage.config.clone();
     if !labels.is_empty() {
@@ -48,7 +50,11 @@ pub fn export(
     let mut undated = image_config.clone();
     set_dates(&mut undated, None);
     let identity = Digest::of(&crate::image::canonical_json(&(&undated, &stage.layers)));
-    let created = cache.stable_created(&identity, &stage.created);
+    // With SOURCE_DATE_EPOCH the dates are already the same in every build.
+    let created = match epoch {
+        Some(_) => stage.created.clone(),
+        None => cache.stable_created(&identity, &stage.created),
+    };
     set_dates(&mut image_config, Some(&created));
     let config = store.put_json(media_type::OCI_CONFIG, &image_config)?;
     let manifest = Manifest {

@@ -170,7 +170,13 @@ pub fn build(
         Err(Halt::Failed(e)) => return Err(e),
         Err(Halt::Canceled) => return Err(BuildError::Canceled),
     };
-    let (manifest, image_id) = export::export(store, &final_state, &req.labels, &cache)?;
+    let (manifest, image_id) = export::export(
+        store,
+        &final_state,
+        &req.labels,
+        &cache,
+        req.source_date_epoch,
+    )?;
     reporter.event(Event::Exported {
         image_id: image_id.to_string(),
         manifest: manifest.digest.to_string(),

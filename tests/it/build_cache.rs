@@ -406,6 +406,41 @@ fn the_cache_is_used_with_source_date_epoch_and_stays_reproducible() {
 }
 
 #[test]
+fn dates_of_an_earlier_undated_build_do_not_leak_into_an_epoch_build() {
+    let f = skip_unless!(Fixture::new());
+    // No layer of its own: the same image content with and without the epoch.
+    write_files(
+        f.ctx.path(),
+        &[("Dockerfile", "FROM busybox:local\nENV A=1\nCMD [\"sh\"]\n")],
+    );
+    let ctx = f.ctx.path().to_str().unwrap();
+    kiln(f.root.path(), &["build", "-q", "-t", "undated:1", ctx]).ok();
+    let undated = crate::support::config_of(f.root.path(), "undated:1");
+    assert_ne!(undated["created"], "2023-11-14T22:13:20Z");
+    kiln_env(
+        f.root.path(),
+        &["build", "-q", "-t", "dated:1", ctx],
+        // Not the base image's epoch, so that only this build's entries carry it.
+        &[("SOURCE_DATE_EPOCH", "1800000000")],
+    )
+    .ok();
+    let config = crate::support::config_of(f.root.path(), "dated:1");
+    assert_eq!(config["created"], "2027-01-15T08:00:00Z");
+    let history = config["history"].as_array().unwrap();
+    let ours = &history[history.len() - 2..];
+    for h in ours {
+        assert_eq!(h["created"], "2027-01-15T08:00:00Z", "{h}");
+    }
+    // And an undated rebuild keeps the first undated build's date (same image ID).
+    let again = kiln(f.root.path(), &["build", "-q", "-t", "undated:2", ctx]).ok();
+    assert_eq!(
+        crate::support::config_of(f.root.path(), "undated:2")["created"],
+        undated["created"]
+    );
+    assert!(again.stdout.starts_with("sha256:"));
+}
+
+#[test]
 fn pull_looks_the_base_up_again_and_a_changed_base_misses() {
     let reg = skip_unless!(harness::Registry::start());
     let host = reg.host_port();
