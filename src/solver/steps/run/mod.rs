@@ -192,12 +192,26 @@ pub fn run(env: &RunEnv<'_>, state: &mut StageState, run: &RunCommand) -> Result
     let created_by = command::created_by(state, &invocation.argv);
     let workdir = state.workdir();
 
-    let key = preimage(env, state, &invocation, &workdir, network, &mounts)?;
+    let step = RunPlan {
+        invocation,
+        workdir,
+        network,
+        mounts,
+    };
+    let key = preimage(env, state, &step)?;
     let layer = crate::solver::steps::cached(env.step, env.place, &key, || {
-        execute_on_snapshot(env, state, &invocation, &workdir, network, &mounts)
+        execute_on_snapshot(env, state, &step)
     })?;
     crate::solver::steps::push_layer(env.step, state, layer, created_by);
     Ok(())
+}
+
+/// A RUN with its words expanded: what its key covers and what runs.
+struct RunPlan {
+    invocation: command::Invocation,
+    workdir: String,
+    network: NetworkMode,
+    mounts: Vec<Mount>,
 }
 
 /// The cache key's preimage of a RUN: the parent filesystem, the command (argv and heredoc
@@ -210,11 +224,14 @@ pub fn run(env: &RunEnv<'_>, state: &mut StageState, run: &RunCommand) -> Result
 fn preimage(
     env: &RunEnv<'_>,
     state: &StageState,
-    invocation: &command::Invocation,
-    workdir: &str,
-    network: NetworkMode,
-    mounts: &[Mount],
+    step: &RunPlan,
 ) -> Result<crate::cache::Preimage, StepError> {
+    let RunPlan {
+        invocation,
+        workdir,
+        network,
+        mounts,
+    } = step;
     let mut key =
         crate::solver::steps::preimage(env.step, "run", Some(&state.config.rootfs.diff_ids));
     key.field("argv", &invocation.argv)
@@ -263,17 +280,20 @@ fn preimage(
 fn execute_on_snapshot(
     env: &RunEnv<'_>,
     state: &StageState,
-    invocation: &command::Invocation,
-    workdir: &str,
-    network: NetworkMode,
-    mounts: &[Mount],
+    step: &RunPlan,
 ) -> Result<StepLayer, StepError> {
-    let workdir = workdir.to_owned();
+    let RunPlan {
+        invocation,
+        workdir,
+        network,
+        mounts,
+    } = step;
+    let network = *network;
     let sn = env.step.snapshots.get()?;
     let content = env.step.store.content();
     let diff_ids = state.config.rootfs.diff_ids.clone();
     let parent = rootfs::ensure_chain(sn, content, &state.layers, &diff_ids)?;
-    let mut step_mounts = mounts::StepMounts::prepare(env, Some(sn), &workdir, mounts)?;
+    let mut step_mounts = mounts::StepMounts::prepare(env, Some(sn), workdir, mounts)?;
     let files = EtcFiles::write(env, network)?;
     if let Some((name, body)) = &invocation.script {
         step_mounts.mounts.push(files.heredoc_script(name, body)?);
