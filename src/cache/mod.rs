@@ -8,6 +8,8 @@
 //!                         miss: which preimage fields changed)
 //! sources/<digest hex>    the entry lines of a step's inputs hash (explains which files changed)
 //! stat/<root hex>         the stat cache of a context (`stat`)
+//! copies/<DiffID hex>     what a COPY layer's files were copied from (`copies`)
+//! created/<image hex>     the date an image (without dates) was first made
 //! ```
 //!
 //! A step computes its key from the preimage ([`key::Preimage`]: version, op, parent ChainID,
@@ -25,6 +27,7 @@
 //! running steps, the progress display.
 
 pub mod content;
+pub mod copies;
 pub mod key;
 pub mod prune;
 pub mod stat;
@@ -263,13 +266,16 @@ impl BuildCache {
         let _ = write_atomic(&self.steps_path(step_id), key.0.hex().as_bytes());
     }
 
+    /// The last record made at the place `step_id` (the step's previous result).
+    pub fn previous_record(&self, step_id: &str) -> Option<Record> {
+        let hex = fs_err::read_to_string(self.steps_path(step_id)).ok()?;
+        let d = Digest::from_hex(hex.trim()).ok()?;
+        read_record(&self.key_path(&CacheKey(d)))
+    }
+
     /// Why `preimage` missed: compared with the last record at the same place.
     pub fn explain(&self, step_id: &str, preimage: &Preimage) -> Miss {
-        let Some(before) = fs_err::read_to_string(self.steps_path(step_id))
-            .ok()
-            .and_then(|hex| Digest::from_hex(hex.trim()).ok())
-            .and_then(|d| read_record(&self.key_path(&CacheKey(d))))
-        else {
+        let Some(before) = self.previous_record(step_id) else {
             return Miss::New;
         };
         let fields = preimage.changed_fields(&before.preimage);

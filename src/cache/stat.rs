@@ -26,6 +26,13 @@ const HEADER: &str = "kiln-stat-v1";
 /// Records newer than the cache file by less than this are not trusted.
 const RACY_NANOS: i128 = 1_000_000_000;
 
+/// Now, in nanoseconds since the epoch.
+pub fn now_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
 /// What identifies a file's content without reading it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StatIdentity {
@@ -155,9 +162,7 @@ impl StatCache {
             .parent()
             .expect("a file under the cache directory");
         fs_err::create_dir_all(dir)?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as i128);
+        let now = now_ns();
         let mut out = std::io::BufWriter::new(tempfile::NamedTempFile::new_in(dir)?);
         writeln!(out, "{HEADER} {now}")?;
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());

@@ -165,6 +165,7 @@ pub fn dir_state(
                 epoch: env.epoch,
                 compression: env.compression,
                 reuse: Some(env.reuse(&created_by)),
+                seed: None,
             },
             env.snapshots.mounts_dir(),
             |root| -> Result<_, StepError> {

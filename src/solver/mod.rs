@@ -21,6 +21,7 @@ pub mod output;
 pub mod reuse;
 pub mod rootfs;
 pub mod schedule;
+pub mod seed;
 pub mod stage;
 pub mod steps;
 

@@ -128,6 +128,7 @@ mod tests {
                     history: h,
                     instruction: "COPY . /data",
                 }),
+                seed: None,
             },
             &store.mounts_dir(),
             |root: &InRoot| {

@@ -109,6 +109,9 @@ pub struct LayerSettings<'a> {
     pub compression: Compression,
     /// Reuse of the blob the same step made before, if any (`solver::reuse`).
     pub reuse: Option<Reuse<'a>>,
+    /// Files of an earlier result of the step to link before it runs (`solver::seed`;
+    /// overlay only, file steps only).
+    pub seed: Option<&'a super::seed::Seed>,
 }
 
 /// The store's snapshotter, opened on first use.
@@ -307,6 +310,7 @@ pub fn file_step<E: From<RootfsError>>(
         epoch,
         compression,
         reuse,
+        seed,
     } = layer;
     let active = sn
         .prepare(unique_key("step").map_err(E::from)?, parent)
@@ -315,6 +319,10 @@ pub fn file_step<E: From<RootfsError>>(
         sn,
         key: Some(active.key().clone()),
     };
+    // Before the upperdir is mounted: overlay must not see it change under a mount.
+    if let (Some(seed), Changes::Upper(upper)) = (seed, active.changes()) {
+        super::seed::link_into(seed, upper);
+    }
     let touched = match sn.driver() {
         StorageDriver::Overlay => {
             let mountpoint = snapshotter::snapshot::mountpoint_in(mount_parent)
@@ -497,6 +505,7 @@ pub fn process_step<E: From<RootfsError>>(
         epoch,
         compression,
         reuse,
+        seed: _,
     } = layer;
     let active = sn
         .prepare(unique_key("run").map_err(E::from)?, parent)
@@ -707,6 +716,7 @@ mod tests {
                     epoch: Some(100),
                     compression: Compression::Gzip,
                     reuse: None,
+                    seed: None,
                 },
                 &mounts,
                 |root| {
@@ -763,6 +773,7 @@ mod tests {
                 epoch: None,
                 compression: Compression::Gzip,
                 reuse: None,
+                seed: None,
             },
             &mounts,
             |root| {
@@ -790,6 +801,7 @@ mod tests {
                 epoch: None,
                 compression: Compression::Gzip,
                 reuse: None,
+                seed: None,
             },
             &mounts,
             |_| Ok(None),

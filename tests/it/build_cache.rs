@@ -507,3 +507,72 @@ fn pull_looks_the_base_up_again_and_a_changed_base_misses() {
     assert!(ran(&same).is_empty(), "{}", same.stderr);
     assert_eq!(image_id(&pulled), image_id(&same));
 }
+
+/// `(dev, ino)` of every file named `name` in the store's snapshot directories.
+fn snapshot_inodes(root: &Path, name: &str) -> Vec<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let out = harness::run_ok(
+        std::process::Command::new("find")
+            .arg(root.join("snapshots"))
+            .args(["-name", name, "-type", "f"]),
+    );
+    let mut ids: Vec<(u64, u64)> = out
+        .lines()
+        .map(|p| {
+            let m = fs_err::metadata(p).unwrap();
+            (m.dev(), m.ino())
+        })
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+#[test]
+fn a_copy_run_again_links_its_unchanged_files_and_gives_the_layer_a_fresh_store_gives() {
+    let f = skip_unless!(Fixture::new());
+    let mut files: Vec<(String, String)> = (0..50)
+        .map(|i| (format!("data/f{i:03}.txt"), format!("file {i}\n")))
+        .collect();
+    files.push((
+        "Dockerfile".into(),
+        "FROM busybox:local\nCOPY data/ /srv/data/\n".into(),
+    ));
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    write_files(f.ctx.path(), &refs);
+    // Sources changed less than a second before a copy are never linked from it.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    f.build(&[]);
+    write_files(f.ctx.path(), &[("data/f000.txt", "changed\n")]);
+    harness::run_ok(
+        std::process::Command::new("chmod")
+            .arg("0600")
+            .arg(f.ctx.path().join("data/f002.txt")),
+    );
+    harness::run_ok(
+        std::process::Command::new("touch")
+            .args(["-d", "2020-01-01"])
+            .arg(f.ctx.path().join("data/f003.txt")),
+    );
+    let run = f.build(&[]);
+    assert_eq!(ran(&run), ["COPY data/ /srv/data/"], "{}", run.stderr);
+    let linked = snapshot_inodes(f.root.path(), "f001.txt");
+    assert_eq!(linked.len(), 2, "two snapshots hold f001.txt: {linked:?}");
+    assert_eq!(
+        linked[0], linked[1],
+        "the unchanged file is one inode in both"
+    );
+    for changed in ["f000.txt", "f002.txt", "f003.txt"] {
+        let ids = snapshot_inodes(f.root.path(), changed);
+        assert_eq!(ids.len(), 2, "{changed}");
+        assert_ne!(ids[0], ids[1], "{changed} was written again");
+    }
+    // Byte for byte what a store that never saw the earlier build makes.
+    let fresh = skip_unless!(busybox_store(&[]));
+    let ctx = f.ctx.path().to_str().unwrap();
+    kiln(fresh.path(), &["build", "-q", "-t", "test:1", ctx]).ok();
+    let layers = |root: &Path| crate::support::manifest_layers(root, "test:1");
+    assert_eq!(layers(f.root.path()), layers(fresh.path()));
+}

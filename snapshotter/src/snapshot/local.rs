@@ -55,6 +55,22 @@ impl LocalSnapshotter {
         self.meta.layout()
     }
 
+    /// Overlay: the directory holding only the committed snapshot `name`'s own layer (its
+    /// upperdir when it was active), for a caller that seeds a sibling snapshot by hard-linking
+    /// unchanged files from it. Nothing may be written there: committed snapshots are
+    /// immutable, and a link shares the inode. `None` on the copy driver (a full tree) or when
+    /// there is no such snapshot.
+    pub fn committed_layer_dir(&self, name: &CommittedName) -> Result<Option<PathBuf>> {
+        if self.driver != StorageDriver::Overlay {
+            return Ok(None);
+        }
+        let txn = self.meta.begin()?;
+        Ok(txn
+            .find(SnapshotRef::Committed(name))
+            .filter(|r| r.kind == Kind::Committed)
+            .map(|r| self.snapshot_fs(r.id)))
+    }
+
     /// Create the snapshot `key`: under the lock when creating its directory is quick; with a
     /// [`State::Preparing`] record and the lock released when it means copying a tree.
     fn create(

@@ -206,14 +206,54 @@ pub fn copy_into_with(
     spec: &CopySpec,
     owners: Owners<'_>,
 ) -> Result<Touched, CopyError> {
-    let plan = plan(sources, root, spec, owners)?;
+    copy_into_seeded(sources, root, spec, owners, None, None, &mut Vec::new())
+}
+
+/// A copy planned on the parent filesystem (see [`plan_copy`]).
+#[derive(Debug)]
+pub struct CopyPlan(Plan);
+
+/// Plan a copy on `root`, a view of the filesystem the copy will run on: what the copy writes
+/// is decided by that filesystem, so a plan made there holds for a rootfs seeded with files of
+/// an earlier result (where the destination may already exist).
+pub fn plan_copy(
+    sources: &[Source<'_>],
+    root: &InRoot,
+    spec: &CopySpec,
+    owners: Owners<'_>,
+) -> Result<CopyPlan, CopyError> {
+    plan(sources, root, spec, owners).map(CopyPlan)
+}
+
+/// [`copy_into_with`], skipping the regular files `seed` already linked into the rootfs
+/// (`solver::seed`), with the plan `planned` when given (else planned on `root`); every regular
+/// file written or linked is added to `copied`, with the identity of its source, for the next
+/// run's seed.
+#[allow(clippy::too_many_arguments)]
+pub fn copy_into_seeded(
+    sources: &[Source<'_>],
+    root: &InRoot,
+    spec: &CopySpec,
+    owners: Owners<'_>,
+    planned: Option<CopyPlan>,
+    seed: Option<&crate::solver::seed::Seed>,
+    copied: &mut Vec<(LayerPath, crate::cache::copies::CopiedFile)>,
+) -> Result<Touched, CopyError> {
+    let plan = match planned {
+        Some(CopyPlan(plan)) => plan,
+        None => plan(sources, root, spec, owners)?,
+    };
     let mut first_link: HashMap<(u64, u64), LayerPath> = HashMap::new();
     for (path, p) in &plan.entries {
         let mtime = i64::try_from(p.mtime).unwrap_or(i64::MAX);
         match &p.origin {
             Origin::Dir => root.make_dir(path, p.mode, p.uid, p.gid)?,
             Origin::Symlink(target) => root.symlink(path, target, p.uid, p.gid, mtime)?,
-            Origin::File { host, dev_ino, .. } => {
+            Origin::File {
+                host,
+                dev_ino,
+                identity,
+            } => {
                 if let Some(key) = dev_ino
                     && let Some(first) = first_link.get(key)
                 {
@@ -222,6 +262,10 @@ pub fn copy_into_with(
                 }
                 if let Some(key) = dev_ino {
                     first_link.insert(*key, path.clone());
+                }
+                copied.push((path.clone(), copied_file(identity, p)));
+                if seed.is_some_and(|s| s.is_linked(path)) {
+                    continue;
                 }
                 let f = fs_err::File::open(host).map_err(|source| CopyError::Read {
                     path: host.clone(),
@@ -288,6 +332,39 @@ fn plan(
     let mut plan = plan_sources(sources, &dest, spec, owners)?;
     add_missing_ancestors(&mut plan, root, spec)?;
     Ok(plan)
+}
+
+/// What the copy of a planned file records for the next run's seed.
+fn copied_file(
+    identity: &crate::cache::stat::StatIdentity,
+    p: &Planned,
+) -> crate::cache::copies::CopiedFile {
+    crate::cache::copies::CopiedFile {
+        source: *identity,
+        mode: p.mode,
+        uid: p.uid,
+        gid: p.gid,
+        mtime: p.mtime,
+    }
+}
+
+/// The regular files of the copy that an earlier result with `manifest` holds unchanged (same
+/// source identity, settled before that copy, same metadata): they may be linked from it
+/// (`solver::seed`). Files with several links at the source are left out (their links are
+/// made by the copy).
+pub fn linkable(plan: &CopyPlan, manifest: &crate::cache::copies::CopyManifest) -> Vec<LayerPath> {
+    plan.0
+        .entries
+        .iter()
+        .filter_map(|(path, p)| match &p.origin {
+            Origin::File {
+                dev_ino: None,
+                identity,
+                ..
+            } if manifest.unchanged(path.as_str(), &copied_file(identity, p)) => Some(path.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The entries a copy reads, with the path below the destination and the metadata each will

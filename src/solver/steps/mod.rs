@@ -337,6 +337,7 @@ fn file_step(
             epoch: env.epoch,
             compression: env.compression,
             reuse: Some(env.reuse(instruction)),
+            seed: None,
         },
         env.snapshots.mounts_dir(),
         write,

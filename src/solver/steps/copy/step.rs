@@ -18,12 +18,16 @@ use std::path::{Path, PathBuf};
 use frontend::instructions::SourceContent;
 use frontend::{CopyFrom, CopyStep, Step};
 
-use super::{Chmod, CopyError, CopySpec, Owners, Source, chown, copy_into_with, selection};
+use super::{
+    Chmod, CopyError, CopyPlan, CopySpec, Owners, Source, chown, copy_into_seeded, copy_into_with,
+    linkable, plan_copy, selection,
+};
 use crate::solver::context::Context;
 use crate::solver::inroot::InRoot;
 use crate::solver::rootfs::{self, LayerSettings, MountedView, StepLayer, Touched};
 use crate::solver::stage::StageState;
 use crate::solver::steps::{StepEnv, StepError, StepPlace, cached, inputs_digest, push_layer};
+use snapshotter::snapshot::{Snapshotter as _, StorageDriver};
 
 /// A COPY or ADD ready to run: flags expanded, sources prepared.
 pub(in crate::solver::steps) struct Request<'a> {
@@ -408,7 +412,10 @@ pub(in crate::solver::steps) fn run(
     let spec = expanded.spec(state, env.epoch, c.parents)?;
     let mut key = expanded.preimage(env, state, "copy", c.link, c.parents);
     key.field("heredocs", &heredoc_files);
-    let copy = |tree: &Context, owners_tree: Option<&Context>| -> Result<StepLayer, StepError> {
+    let copy = |tree: &Context,
+                owners_tree: Option<&Context>,
+                key: &crate::cache::Preimage|
+     -> Result<StepLayer, StepError> {
         let mut scratch = Scratch::new();
         let heredocs = heredoc_tree(env, &mut scratch, &heredoc_files)?;
         let request = Request {
@@ -420,7 +427,7 @@ pub(in crate::solver::steps) fn run(
         };
         // Without --chown, what comes from another stage or image keeps its owner (BuildKit).
         let owners = owners_tree.map_or(Owners::Root, Owners::KeepIn);
-        layer_of(env, state, request, owners)
+        layer_of(env, state, request, owners, place, key)
     };
     let layer = match &from {
         Some(from) => {
@@ -428,7 +435,7 @@ pub(in crate::solver::steps) fn run(
             key.field("from", chain.map(|c| c.to_string()));
             cached(env, place, &key, || {
                 let from_tree = state_tree(env, from)?;
-                copy(&from_tree.tree, Some(&from_tree.tree))
+                copy(&from_tree.tree, Some(&from_tree.tree), &key)
             })?
         }
         None => {
@@ -445,7 +452,7 @@ pub(in crate::solver::steps) fn run(
                 )?,
             )?;
             key.field("inputs", inputs.to_string());
-            cached(env, place, &key, || copy(local, None))?
+            cached(env, place, &key, || copy(local, None, &key))?
         }
     };
     push_layer(env, state, layer, created_by);
@@ -496,7 +503,7 @@ pub(in crate::solver::steps) fn execute(
     key.field("inputs", inputs.to_string());
     let created_by = request.created_by.clone();
     let layer = cached(env, place, &key, || {
-        layer_of(env, state, request, Owners::Root)
+        layer_of(env, state, request, Owners::Root, place, &key)
     })?;
     push_layer(env, state, layer, created_by);
     Ok(())
@@ -504,11 +511,17 @@ pub(in crate::solver::steps) fn execute(
 
 /// Run a prepared COPY/ADD on the stage's filesystem; the owners of entries when there is no
 /// `--chown` are chosen by `owners`.
+///
+/// On overlay, a copy that ran before on the same parent with only other inputs (`key` differs
+/// from that run's only in `inputs`) links the files whose sources did not change from that
+/// run's snapshot (`solver::seed`) instead of writing them again.
 fn layer_of(
     env: &StepEnv<'_>,
     state: &StageState,
     request: Request<'_>,
     owners: Owners<'_>,
+    place: &StepPlace<'_>,
+    key: &crate::cache::Preimage,
 ) -> Result<StepLayer, StepError> {
     let Request {
         sources,
@@ -523,6 +536,7 @@ fn layer_of(
         epoch: env.epoch,
         compression: env.compression,
         reuse: Some(env.reuse(&created_by)),
+        seed: None,
     };
     // `--chown` by name reads the stage's own /etc/passwd, also for --link (BuildKit resolves
     // it on the scratch layer and silently gets root; kiln resolves what the user meant).
@@ -554,22 +568,109 @@ fn layer_of(
     } else {
         let diff_ids = &state.config.rootfs.diff_ids;
         let parent = rootfs::ensure_chain(sn, content, &state.layers, diff_ids)?;
-        rootfs::file_step(
+        let started_ns = crate::cache::stat::now_ns();
+        let resolved = |root: &InRoot| -> Result<CopySpec, StepError> {
+            let mut spec = spec.clone();
+            if needs_names {
+                spec.chown = Some(resolve_chown(root, chown.as_deref())?);
+            }
+            Ok(spec)
+        };
+        // A plan made on the parent, and the files an earlier result holds unchanged.
+        let seeded = seed_for(
+            env,
+            place,
+            key,
+            parent.as_ref(),
+            diff_ids,
+            |root, manifest| {
+                let plan = plan_copy(&sources, root, &resolved(root)?, owners)?;
+                let files = linkable(&plan, manifest);
+                Ok((plan, files))
+            },
+        );
+        let (planned, seed) = match seeded {
+            Some((plan, seed)) => (Some(plan), Some(seed)),
+            None => (None, None),
+        };
+        let mut copied = Vec::new();
+        let layer = rootfs::file_step(
             sn,
             content,
             parent.as_ref(),
             diff_ids,
-            settings,
-            env.snapshots.mounts_dir(),
-            |root| {
-                let mut spec = spec.clone();
-                if needs_names {
-                    spec.chown = Some(resolve_chown(root, chown.as_deref())?);
-                }
-                copy(root, &spec)
+            LayerSettings {
+                seed: seed.as_ref(),
+                ..settings
             },
-        )
+            env.snapshots.mounts_dir(),
+            |root| -> Result<Option<Touched>, StepError> {
+                let spec = resolved(root)?;
+                let touched = copy_into_seeded(
+                    &sources,
+                    root,
+                    &spec,
+                    owners,
+                    planned,
+                    seed.as_ref(),
+                    &mut copied,
+                )?;
+                Ok((!touched.paths.is_empty()).then_some(touched))
+            },
+        )?;
+        if let (StepLayer::Layer(info), StorageDriver::Overlay) = (&layer, sn.driver()) {
+            let manifest = crate::cache::copies::CopyManifest {
+                started_ns,
+                files: copied
+                    .into_iter()
+                    .map(|(p, f)| (p.as_str().to_owned(), f))
+                    .collect(),
+            };
+            env.cache.record_copy(&info.diff_id.0, &manifest);
+        }
+        Ok(layer)
     }
+}
+
+/// The seed of a COPY that ran before at this place on the same parent, differing only in its
+/// inputs: the earlier snapshot's layer directory, and the files `linkable` finds unchanged
+/// (planned on a read-only view of the parent, as the copy will plan them).
+fn seed_for(
+    env: &StepEnv<'_>,
+    place: &StepPlace<'_>,
+    key: &crate::cache::Preimage,
+    parent: Option<&snapshotter::snapshot::CommittedName>,
+    diff_ids: &[snapshotter::DiffId],
+    plan: impl FnOnce(
+        &InRoot,
+        &crate::cache::copies::CopyManifest,
+    ) -> Result<(CopyPlan, Vec<snapshotter::layer::LayerPath>), StepError>,
+) -> Option<(CopyPlan, crate::solver::seed::Seed)> {
+    let sn = env.snapshots.get().ok()?;
+    if sn.driver() != StorageDriver::Overlay {
+        return None;
+    }
+    let step_id = env.cache.step_id(&place.id.stage, place.id.index);
+    let before = env.cache.previous_record(&step_id)?;
+    if key
+        .changed_fields(&before.preimage)
+        .iter()
+        .any(|f| f != "inputs")
+    {
+        return None;
+    }
+    let earlier = before.outcome.layer()?;
+    let mut stack = diff_ids.to_vec();
+    stack.push(earlier.diff_id);
+    let chain = snapshotter::ChainId::of_stack(&stack)?;
+    let dir = sn
+        .committed_layer_dir(&snapshotter::snapshot::CommittedName::for_chain(&chain))
+        .ok()??;
+    let manifest = env.cache.copy_manifest(&earlier.diff_id.0)?;
+    let view = rootfs::mount_view(sn, parent, env.snapshots.mounts_dir()).ok()?;
+    let root = InRoot::open(view.path()).ok()?;
+    let (planned, files) = plan(&root, &manifest).ok()?;
+    (!files.is_empty()).then(|| (planned, crate::solver::seed::Seed::new(dir, files)))
 }
 
 fn resolve_chown(root: &InRoot, chown: Option<&str>) -> Result<(u64, u64), StepError> {

@@ -308,6 +308,7 @@ fn execute_on_snapshot(
             epoch: env.step.epoch,
             compression: env.step.compression,
             reuse: Some(env.step.reuse(env.instruction)),
+            seed: None,
         },
         env.step.snapshots.mounts_dir(),
         |root: &Path| -> Result<(), StepError> {
