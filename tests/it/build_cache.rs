@@ -556,6 +556,9 @@ fn a_copy_run_again_links_its_unchanged_files_and_gives_the_layer_a_fresh_store_
             .args(["-d", "2020-01-01"])
             .arg(f.ctx.path().join("data/f003.txt")),
     );
+    // A file added and one removed.
+    write_files(f.ctx.path(), &[("data/new.txt", "new\n")]);
+    fs_err::remove_file(f.ctx.path().join("data/f004.txt")).unwrap();
     let run = f.build(&[]);
     assert_eq!(ran(&run), ["COPY data/ /srv/data/"], "{}", run.stderr);
     let linked = snapshot_inodes(f.root.path(), "f001.txt");
