@@ -165,6 +165,12 @@ pub fn prune(store: &Store, options: PruneOptions) -> Result<Pruned, PruneError>
         })
         .collect();
     remove_files_in(&dir.join("sources"), |name| !listed.contains(name));
+    // What the COPYs of removed records wrote (seeds of their next runs).
+    let layers: BTreeSet<String> = kept
+        .iter()
+        .filter_map(|e| e.record.outcome.layer().map(|l| l.diff_id.0.hex()))
+        .collect();
+    remove_files_in(&dir.join("copies"), |name| !layers.contains(name));
     if options.all {
         remove_files_in(&dir.join("created"), |_| true);
         remove_files_in(&dir.join("steps"), |_| true);

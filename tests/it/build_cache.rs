@@ -360,8 +360,13 @@ fn a_hit_needs_its_layer_and_prune_frees_what_only_the_cache_holds() {
     let again = f.build(&["--debug-cache"]);
     assert_eq!(ran(&again).len(), 2, "{}", again.stderr);
     assert_ne!(image_id(&first), image_id(&again));
-    // --all removes every record: nothing is cached afterwards.
+    // --all removes every record, and what only records used: nothing is cached afterwards.
     kiln(f.root.path(), &["builder", "prune", "-a", "-f"]).ok();
+    for dir in ["keys", "copies", "sources", "steps", "created"] {
+        let path = f.root.path().join("cache/build").join(dir);
+        let left = fs_err::read_dir(&path).map_or(0, |d| d.count());
+        assert_eq!(left, 0, "{} still holds {left} file(s)", path.display());
+    }
     assert_eq!(ran(&f.build(&[])).len(), 2);
     // --keep-storage keeps what fits, least recently used going first.
     let keep = kiln(
