@@ -157,14 +157,8 @@ impl StatCache {
         if !self.needs_saving() {
             return Ok(());
         }
-        let dir = self
-            .file
-            .parent()
-            .expect("a file under the cache directory");
-        fs_err::create_dir_all(dir)?;
-        let now = now_ns();
-        let mut out = std::io::BufWriter::new(tempfile::NamedTempFile::new_in(dir)?);
-        writeln!(out, "{HEADER} {now}")?;
+        let mut out = Vec::new();
+        writeln!(out, "{HEADER} {}", now_ns())?;
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         for (path, r) in &state.records {
             let Ok(rel) = path.strip_prefix(&self.root) else {
@@ -190,8 +184,7 @@ impl StatCache {
             )?;
         }
         drop(state);
-        let tmp = out.into_inner().map_err(|e| e.into_error())?;
-        tmp.persist(&self.file).map_err(|e| e.error)?;
+        super::write_atomic(&self.file, &out)?;
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.changed = false;
         Ok(())
