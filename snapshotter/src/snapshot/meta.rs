@@ -338,11 +338,14 @@ impl Txn<'_> {
         let next = self.generation + 1;
         // Invalidate our own copy first: if writing fails, nothing stale is kept.
         self.generation = u64::MAX;
+        // Not synced: the generation only tells live processes that their loaded records are
+        // stale. No process outlives a crash, so a counter lost or torn by one (read as 0)
+        // invalidates nothing that still exists.
         durable::write_atomic(
             &self.store.layout.meta_dir(),
             Layout::generation_file_name(),
             next.to_string().as_bytes(),
-            Durability::NotTorn,
+            Durability::BestEffort,
         )?;
         self.generation = next;
         self.bumped = true;

@@ -13,6 +13,8 @@ use super::sys::Errno;
 pub(super) enum Step {
     CloseFds = 1,
     Sync,
+    /// Writing `0` to a v1 hierarchy's `tasks` file of the container's cgroup.
+    JoinCgroup,
     /// Taking uid/gid 0 of the new user namespace once the parent wrote the maps.
     UserNsIdentity,
     JoinNamespace,
@@ -72,9 +74,10 @@ pub(super) enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 47] = [
+    const ALL: [Step; 48] = [
         Step::CloseFds,
         Step::Sync,
+        Step::JoinCgroup,
         Step::UserNsIdentity,
         Step::JoinNamespace,
         Step::Unshare,

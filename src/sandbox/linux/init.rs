@@ -30,6 +30,9 @@ pub(super) struct ChildFds {
     pub status: RawFd,
     /// Sources of C's stdin, stdout, stderr.
     pub stdio: [RawFd; 3],
+    /// The v1 `tasks` files of the container's cgroup (close-on-exec, in `keep`): B writes `0`
+    /// to each once released, moving itself (see `cgroup::JoinHandles`).
+    pub cgroup_tasks: Vec<RawFd>,
     /// Every descriptor B keeps (the above and the namespace fds), sorted.
     pub keep: Vec<RawFd>,
 }
@@ -73,6 +76,11 @@ fn setup(plan: &Plan, fds: &ChildFds) -> Result<libc::pid_t, Failure> {
         // The parent failed (e.g. could not set up the cgroup) and closed the pipe.
         Ok(_) => sys::exit(1),
         Err(e) => return Err(Failure::new(Step::Sync, 0, e)),
+    }
+    // Still single-threaded and in the caller's user namespace credentials-wise (the files
+    // were opened by the caller): each write moves just this thread, i.e. all of B.
+    for (i, &fd) in fds.cgroup_tasks.iter().enumerate() {
+        sys::write_all(fd, b"0").map_err(|e| Failure::new(Step::JoinCgroup, i as u32, e))?;
     }
     if plan.userns.is_some() {
         become_userns_root(plan).map_err(at(Step::UserNsIdentity))?;

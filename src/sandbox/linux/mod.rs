@@ -13,10 +13,13 @@
 //! 2. P blocks every signal on its calling thread (so no handler of P can run in B before B
 //!    blocks them itself), calls `clone3` with a null stack (fork semantics, without
 //!    `pthread_atfork` handlers or libc locks), and restores its mask.
-//! 3. B closes every descriptor it does not need, and waits on the sync pipe; P writes B's
-//!    user namespace maps (with `CLONE_NEWUSER`, see `userns.rs`), moves B into the cgroup
-//!    (its host pid to `cgroup.procs`) and writes the go byte. In a new user namespace B then
-//!    takes uid/gid 0 there (when mapped), keeping the full capability set the clone gave it.
+//! 3. B is created in the cgroup's cgroup2 directory (`CLONE_INTO_CGROUP`; or P writes its
+//!    pid to `cgroup.procs` there if the kernel refuses). B closes every descriptor it does not
+//!    need, and waits on the sync pipe; P writes B's user namespace maps (with `CLONE_NEWUSER`,
+//!    see `userns.rs`) and the go byte. B writes `0` to each v1 hierarchy's `tasks` file of
+//!    the cgroup (moving itself: `cgroup::JoinHandles` says why not `cgroup.procs`). In a new
+//!    user namespace B then takes uid/gid 0 there (when mapped), keeping the full capability
+//!    set the clone gave it.
 //! 4. B unshares the cgroup namespace, sets the hostname, brings `lo` up, builds the filesystem
 //!    view and `pivot_root`s (rootfs.rs), forks C and becomes the init (reaps, forwards signals).
 //! 5. C takes its stdio, cwd, rlimits, identity, capabilities, `no_new_privs`, seccomp, and
@@ -74,7 +77,22 @@ use plan::Plan;
 /// Start `spec` in new namespaces.
 pub(crate) fn start(id: &str, spec: &Spec, stdio: StdioConfig) -> Result<Container> {
     let cgroup = create_cgroup(id, spec)?;
-    let plan = Plan::new(spec, cgroup.as_ref())?;
+    let mut plan = Plan::new(spec, cgroup.as_ref())?;
+    let join = cgroup.as_ref().map(Cgroup::join_handles).transpose()?;
+    if let Some(join) = &join {
+        plan.cgroup_tasks = join
+            .v1_tasks
+            .iter()
+            .map(|(path, _)| path.display().to_string())
+            .collect();
+    }
+    let cgroup_tasks: Vec<RawFd> = join
+        .iter()
+        .flat_map(|j| j.v1_tasks.iter().map(|(_, fd)| fd.as_raw_fd()))
+        .collect();
+    let v2_dir = join
+        .as_ref()
+        .and_then(|j| j.v2_dir.as_ref().map(|fd| fd.as_raw_fd()));
 
     let stdin = StdioEnd::new(stdio.stdin, 0, Direction::ToChild)?;
     let stdout = StdioEnd::new(stdio.stdout, 1, Direction::FromChild)?;
@@ -96,6 +114,7 @@ pub(crate) fn start(id: &str, spec: &Spec, stdio: StdioConfig) -> Result<Contain
         stderr.child_fd(),
     ];
     keep.extend(plan.joins.iter().map(|j| j.fd.as_raw_fd()));
+    keep.extend(&cgroup_tasks);
     keep.sort_unstable();
     keep.dedup();
     let fds = init::ChildFds {
@@ -103,6 +122,7 @@ pub(crate) fn start(id: &str, spec: &Spec, stdio: StdioConfig) -> Result<Contain
         error: error_w.as_raw_fd(),
         status: status_w.as_raw_fd(),
         stdio: [stdin.child_fd(), stdout.child_fd(), stderr.child_fd()],
+        cgroup_tasks,
         keep,
     };
 
@@ -116,9 +136,24 @@ pub(crate) fn start(id: &str, spec: &Spec, stdio: StdioConfig) -> Result<Contain
     };
     // SAFETY: the child runs only `init::run`, which makes system calls on the prepared plan
     // and leaves with `_exit`.
-    let forked = unsafe { sys::clone_fork(flags, true) };
+    let mut forked = unsafe { sys::clone_fork_into(flags, true, v2_dir) };
     if let Ok(sys::Forked::Child) = forked {
         init::run(&plan, &fds);
+    }
+    // A cgroup2 directory `CLONE_INTO_CGROUP` cannot use (an older kernel, a cgroup with
+    // controllers but no room for processes): the child was not created; create it in our
+    // cgroup and move it below.
+    let into_v2 = v2_dir.is_some()
+        && !matches!(
+            forked,
+            Err(libc::EINVAL | libc::EBUSY | libc::EOPNOTSUPP | libc::E2BIG)
+        );
+    if v2_dir.is_some() && !into_v2 {
+        // SAFETY: as above.
+        forked = unsafe { sys::clone_fork_into(flags, true, None) };
+        if let Ok(sys::Forked::Child) = forked {
+            init::run(&plan, &fds);
+        }
     }
     let _ = sys::set_signal_mask(old_mask);
     let (pid, pidfd) = match forked {
@@ -147,10 +182,12 @@ pub(crate) fn start(id: &str, spec: &Spec, stdio: StdioConfig) -> Result<Contain
     if let Some(userns) = &plan.userns {
         prepared = userns.write(pid);
     }
+    // The v1 hierarchies: B moves itself once released (`JoinHandles`).
     if prepared.is_ok()
+        && !into_v2
         && let Some(cg) = &init.cgroup
     {
-        prepared = cg.add_process(pid);
+        prepared = cg.add_process_v2(pid);
     }
     if let Err(e) = prepared {
         // Dropping `init` kills and reaps B (which sees EOF on the sync pipe anyway).

@@ -155,6 +155,9 @@ pub(super) struct Plan {
     /// The init becomes uid/gid 0 of the new user namespace once the maps are written (when
     /// 0 is mapped), so the files it creates (mount points on a tmpfs, the cwd) are root's.
     pub userns_root: (bool, bool),
+    /// The v1 `tasks` files the init writes `0` to, to join the container's cgroup there (set
+    /// by the caller from [`Cgroup::join_handles`]; for messages).
+    pub cgroup_tasks: Vec<String>,
     pub hostname: Option<Vec<u8>>,
     pub rootfs: CString,
     pub root_readonly: bool,
@@ -362,6 +365,7 @@ impl Plan {
             joins,
             userns,
             userns_root,
+            cgroup_tasks: Vec::new(),
             hostname: hostname.map(|h| h.clone().into_bytes()),
             rootfs: path_cstring("root.path", root.path())?,
             root_readonly: root.readonly() == Some(true),
@@ -397,6 +401,10 @@ impl Plan {
         let step = match f.step {
             Step::CloseFds => "closing inherited descriptors".to_string(),
             Step::Sync => "waiting for the parent".to_string(),
+            Step::JoinCgroup => format!(
+                "joining the container's cgroup (writing 0 to {})",
+                self.cgroup_tasks.get(i).map_or("?", String::as_str)
+            ),
             Step::UserNsIdentity => {
                 "becoming root of the new user namespace (setgroups/setresgid/setresuid)"
                     .to_string()

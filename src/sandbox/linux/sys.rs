@@ -24,7 +24,8 @@ fn check(ret: libc::c_long) -> Result<libc::c_long, Errno> {
     if ret < 0 { Err(errno()) } else { Ok(ret) }
 }
 
-/// `struct clone_args`, version 0 (64 bytes; Linux 5.3).
+/// `struct clone_args` up to version 2 (88 bytes, with `cgroup`; Linux 5.7). Passed with the
+/// version 0 size (64 bytes; Linux 5.3) unless `CLONE_INTO_CGROUP` is used.
 #[repr(C, align(8))]
 #[derive(Default)]
 struct CloneArgs {
@@ -36,7 +37,16 @@ struct CloneArgs {
     stack: u64,
     stack_size: u64,
     tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
 }
+
+/// Size of `struct clone_args` version 0.
+const CLONE_ARGS_SIZE_VER0: usize = 64;
+
+/// `CLONE_INTO_CGROUP` (linux/sched.h; not in every libc crate version).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
 /// The result of a fork-like clone, as seen by each side.
 pub(super) enum Forked {
@@ -55,6 +65,22 @@ pub(super) enum Forked {
 /// Rust std I/O), and it must leave with `_exit` or `execve`, never by returning into code
 /// that assumes the parent's threads exist.
 pub(super) unsafe fn clone_fork(flags: u64, want_pidfd: bool) -> Result<Forked, Errno> {
+    // SAFETY: forwarded contract.
+    unsafe { clone_fork_into(flags, want_pidfd, None) }
+}
+
+/// [`clone_fork`], with the child created in the cgroup2 directory `cgroup` (an `O_PATH` or
+/// directory descriptor) when given: `CLONE_INTO_CGROUP`, which fails (`EINVAL` before Linux
+/// 5.7 or for a non-cgroup2 descriptor, `EBUSY`/`EOPNOTSUPP` for a cgroup that cannot hold
+/// processes) without creating anything.
+///
+/// # Safety
+/// As for [`clone_fork`].
+pub(super) unsafe fn clone_fork_into(
+    flags: u64,
+    want_pidfd: bool,
+    cgroup: Option<RawFd>,
+) -> Result<Forked, Errno> {
     let mut pidfd: RawFd = -1;
     let mut args = CloneArgs {
         flags,
@@ -65,14 +91,15 @@ pub(super) unsafe fn clone_fork(flags: u64, want_pidfd: bool) -> Result<Forked, 
         args.flags |= libc::CLONE_PIDFD as u64;
         args.pidfd = std::ptr::from_mut(&mut pidfd) as u64;
     }
-    // SAFETY: `args` is a valid clone_args of the size given; no stack means fork semantics.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            std::ptr::from_mut(&mut args),
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
+    let mut size = CLONE_ARGS_SIZE_VER0;
+    if let Some(fd) = cgroup {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = fd as u64;
+        size = std::mem::size_of::<CloneArgs>();
+    }
+    // SAFETY: `args` is a valid clone_args of (at least) the size given; no stack means fork
+    // semantics.
+    let ret = unsafe { libc::syscall(libc::SYS_clone3, std::ptr::from_mut(&mut args), size) };
     match check(ret)? {
         0 => Ok(Forked::Child),
         pid => Ok(Forked::Parent {
