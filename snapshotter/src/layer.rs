@@ -102,11 +102,33 @@ impl LayerPath {
 
 impl Ord for LayerPath {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.0
-            .split('/')
-            .map(component_key)
-            .cmp(other.0.split('/').map(component_key))
+        // The components before the one where the bytes first differ are equal in both: compare
+        // from that component on (maps of thousands of paths under one directory compare a lot).
+        let (a, b) = (self.0.as_bytes(), other.0.as_bytes());
+        let common = a
+            .iter()
+            .zip(b)
+            .position(|(x, y)| x != y)
+            .unwrap_or(a.len().min(b.len()));
+        let start = a[..common]
+            .iter()
+            .rposition(|&c| c == b'/')
+            .map_or(0, |slash| slash + 1);
+        // `start` follows an ASCII `/` (or is 0), so it is a char boundary of both.
+        let (rest_a, rest_b) = (&self.0[start..], &other.0[start..]);
+        match component_key(first_component(rest_a)).cmp(&component_key(first_component(rest_b))) {
+            // The same component: the bytes differ right after it, where one path ends (had
+            // both a `/` there, the component would be part of the common prefix). The path
+            // that ends is the directory, which sorts first.
+            Ordering::Equal => rest_a.len().cmp(&rest_b.len()),
+            unequal => unequal,
+        }
     }
+}
+
+/// `a` of `a/b/c`.
+fn first_component(path: &str) -> &str {
+    path.split_once('/').map_or(path, |(c, _)| c)
 }
 
 /// Within a directory the opaque whiteout `.wh..wh..opq` sorts first and other `.wh.` entries
@@ -641,6 +663,46 @@ mod tests {
         paths.sort();
         let got: Vec<&str> = paths.iter().map(LayerPath::as_str).collect();
         assert_eq!(got, ["a", "a/b", "a/b/c", "a-b", "a.b"]);
+    }
+
+    /// The order compares from the first differing component on; it must agree with comparing
+    /// every component's key, for paths that share prefixes in all the awkward ways.
+    #[test]
+    fn order_agrees_with_comparing_every_component() {
+        let parts = [
+            "a",
+            "b",
+            "a-b",
+            "a.b",
+            "ab",
+            ".wh.a",
+            ".wh..wh..opq",
+            "-",
+            "é",
+            "a b",
+        ];
+        let mut paths = Vec::new();
+        for x in parts {
+            paths.push(x.to_owned());
+            for y in parts {
+                paths.push(format!("{x}/{y}"));
+                for z in ["a", ".wh.b", "b-c"] {
+                    paths.push(format!("{x}/{y}/{z}"));
+                }
+            }
+        }
+        let reference = |a: &str, b: &str| {
+            a.split('/')
+                .map(component_key)
+                .cmp(b.split('/').map(component_key))
+        };
+        for a in &paths {
+            let la = LayerPath::new(a).unwrap();
+            for b in &paths {
+                let lb = LayerPath::new(b).unwrap();
+                assert_eq!(la.cmp(&lb), reference(a, b), "{a} vs {b}");
+            }
+        }
     }
 
     #[test]

@@ -98,34 +98,39 @@ pub fn digest_inputs(
     for (i, d) in read {
         contents[i] = (Some(d), true);
     }
-    let mut h = Sha256::new();
-    let mut listing = String::new();
+    // Paths are written escaped (no raw tab or newline), fields are tab-separated and entries
+    // end in a newline, so no two inputs share a preimage. The digest is the listing's.
+    let mut listing = String::with_capacity(entries.len() * 112);
     let mut files_read = 0;
     for (e, (content, read)) in entries.iter().zip(contents) {
+        use std::fmt::Write as _;
         files_read += usize::from(read);
-        let (kind, what) = match (&e.kind, content) {
-            (InputKind::Dir, _) => ("dir", String::new()),
-            (InputKind::Symlink { target }, _) => ("symlink", target.clone()),
-            (InputKind::File { .. }, Some(d)) => ("file", d.to_string()),
-            (InputKind::Archive { .. }, Some(d)) => ("archive", d.to_string()),
-            (_, None) => unreachable!("files and archives have a digest"),
+        let kind = match &e.kind {
+            InputKind::Dir => "dir",
+            InputKind::Symlink { .. } => "symlink",
+            InputKind::File { .. } => "file",
+            InputKind::Archive { .. } => "archive",
         };
-        // Paths are written escaped (no raw tab or newline), fields are tab-separated and
-        // entries end in a newline, so no two inputs share a preimage.
-        let line = format!(
-            "{}\t{kind}\t{:o}\t{}\t{}\t{what}",
+        let _ = write!(
+            listing,
+            "{}\t{kind}\t{:o}\t{}\t{}\t",
             e.path.escape_default(),
             e.mode,
             e.uid,
             e.gid
         );
-        h.update(line.as_bytes());
-        h.update(b"\n");
-        listing.push_str(&line);
+        match (&e.kind, content) {
+            (InputKind::Dir, _) => {}
+            (InputKind::Symlink { target }, _) => listing.push_str(target),
+            (InputKind::File { .. } | InputKind::Archive { .. }, Some(d)) => {
+                let _ = write!(listing, "{d}");
+            }
+            (_, None) => unreachable!("files and archives have a digest"),
+        }
         listing.push('\n');
     }
     Ok(InputsDigest {
-        digest: Digest::from_bytes(h.finalize().into()),
+        digest: Digest::from_bytes(Sha256::digest(listing.as_bytes()).into()),
         listing,
         files_read,
     })

@@ -335,8 +335,7 @@ impl Context {
     /// before their contents and names in byte order. Symlinks are listed, not followed.
     /// An excluded `dir` that leads to nothing included is [`ContextError::Excluded`].
     pub fn walk(&self, dir: &ContextPath) -> Result<Vec<WalkEntry>, ContextError> {
-        let mut out = Vec::new();
-        self.walk_into(&dir.host, &dir.rel, "", &mut out)?;
+        let out = self.walk_dir(&dir.host, &dir.rel, "")?;
         if let (Presence::ThroughExceptions(exclusion), Some(ignore), true) =
             (&dir.presence, &self.ignore, out.is_empty())
         {
@@ -345,22 +344,27 @@ impl Context {
         Ok(out)
     }
 
-    fn walk_into(
+    /// The walk of one directory: its entries `lstat`ed relative to it (one path component to
+    /// look up, not the whole path), then its subdirectories walked in parallel and spliced
+    /// in after each.
+    fn walk_dir(
         &self,
         host: &Path,
         rel: &str,
         below: &str,
-        out: &mut Vec<WalkEntry>,
-    ) -> Result<(), ContextError> {
+    ) -> Result<Vec<WalkEntry>, ContextError> {
+        use rayon::prelude::*;
+
         let mut entries = fs_err::read_dir(host)?.collect::<Result<Vec<_>, _>>()?;
         entries.sort_by_key(|e| e.file_name());
         let rules = self.ignore.as_ref().map(|i| &i.rules);
+        // (the entry, its path from the context's directory, excluded itself)
+        let mut listed: Vec<(WalkEntry, String, bool)> = Vec::with_capacity(entries.len());
         for entry in entries {
             let name = entry.file_name().to_string_lossy().into_owned();
             let entry_rel = join_rel(rel, &name);
-            let entry_below = join_rel(below, &name);
-            let entry_host = entry.path();
-            let meta = fs_err::symlink_metadata(&entry_host)?;
+            // `DirEntry::metadata` does not follow symlinks and stats relative to the directory.
+            let meta = entry.metadata()?;
             let excluded = rules.is_some_and(|r| r.is_excluded(&entry_rel));
             if excluded
                 && !(meta.is_dir()
@@ -368,22 +372,36 @@ impl Context {
             {
                 continue;
             }
-            let is_dir = meta.is_dir();
-            let at = out.len();
-            out.push(WalkEntry {
-                rel: entry_below.clone(),
-                host: entry_host.clone(),
+            let walked = WalkEntry {
+                rel: join_rel(below, &name),
+                host: entry.path(),
                 meta,
-            });
-            if is_dir {
-                self.walk_into(&entry_host, &entry_rel, &entry_below, out)?;
-                // An excluded directory is there only to hold what exceptions bring back.
-                if excluded && out.len() == at + 1 {
-                    out.pop();
-                }
-            }
+            };
+            listed.push((walked, entry_rel, excluded));
         }
-        Ok(())
+        let walk_sub = |(entry, entry_rel, _): &(WalkEntry, String, bool)| {
+            if entry.meta.is_dir() {
+                self.walk_dir(&entry.host, entry_rel, &entry.rel)
+            } else {
+                Ok(Vec::new())
+            }
+        };
+        let below_each: Vec<Vec<WalkEntry>> = if listed.iter().any(|(e, ..)| e.meta.is_dir()) {
+            listed.par_iter().map(walk_sub).collect::<Result<_, _>>()?
+        } else {
+            listed.iter().map(|_| Vec::new()).collect()
+        };
+        let total = listed.len() + below_each.iter().map(Vec::len).sum::<usize>();
+        let mut out = Vec::with_capacity(total);
+        for ((entry, _, excluded), below) in listed.into_iter().zip(below_each) {
+            // An excluded directory is there only to hold what exceptions bring back.
+            if excluded && below.is_empty() {
+                continue;
+            }
+            out.push(entry);
+            out.extend(below);
+        }
+        Ok(out)
     }
 
     fn host_path(&self, components: &[String]) -> PathBuf {
