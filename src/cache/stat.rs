@@ -136,10 +136,13 @@ pub struct StatCache {
     state: Mutex<State>,
 }
 
+/// Records by the file's absolute path (its bytes: hashed as bytes, not component by
+/// component).
+type Records = HashMap<Box<[u8]>, Record>;
+
 #[derive(Debug, Default)]
 struct State {
-    /// By the file's absolute path (its bytes: hashed as bytes, not component by component).
-    records: HashMap<Box<[u8]>, Record>,
+    records: Records,
     /// Records were added or changed since loading.
     changed: bool,
 }
@@ -169,7 +172,7 @@ impl StatCache {
         }
     }
 
-    fn decode(root: &Path, bytes: &[u8]) -> Option<(i128, HashMap<Box<[u8]>, Record>)> {
+    fn decode(root: &Path, bytes: &[u8]) -> Option<(i128, Records)> {
         let rest = bytes.strip_prefix(MAGIC)?;
         let (stamp, mut rest) = rest.split_at_checked(16)?;
         let written_ns = i128::from_le_bytes(stamp.try_into().ok()?);
