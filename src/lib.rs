@@ -3,6 +3,7 @@
 //! The `kiln` binary is a thin CLI (`cli`) over this library; tests and benchmarks use the
 //! library directly. The data flow is described in DESIGN.md.
 
+pub mod archive;
 pub mod cache;
 pub mod cli;
 pub mod image;

@@ -12,10 +12,12 @@ mod builder;
 mod format;
 mod images;
 mod inspect;
+mod load;
 mod progress;
 mod pull;
 mod push;
 mod rmi;
+mod save;
 mod tag;
 mod transfer;
 
@@ -69,6 +71,10 @@ pub enum Command {
     Pull(pull::PullArgs),
     /// Upload an image to a registry.
     Push(push::PushArgs),
+    /// Save one or more images to a tar archive (streamed to STDOUT by default).
+    Save(save::SaveArgs),
+    /// Load images from a tar archive or STDIN.
+    Load(load::LoadArgs),
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -95,6 +101,10 @@ pub enum ImageCommand {
     Push(push::PushArgs),
     /// Build an image from a Dockerfile.
     Build(Box<build::BuildArgs>),
+    /// Save one or more images to a tar archive (streamed to STDOUT by default).
+    Save(save::SaveArgs),
+    /// Load images from a tar archive or STDIN.
+    Load(load::LoadArgs),
 }
 
 /// How a command failed.
@@ -188,6 +198,10 @@ fn run(cli: Cli) -> CmdResult {
         }
         Command::Push(a) | Command::Image(ImageCommand::Push(a)) => push::run(&open()?, a),
         Command::Image(ImageCommand::Inspect(a)) => inspect::run(&open()?, a),
+        Command::Save(a) | Command::Image(ImageCommand::Save(a)) => save::run(&open()?, a),
+        Command::Load(a) | Command::Image(ImageCommand::Load(a)) => {
+            load::run(&open()?, cli.global.storage_driver, a)
+        }
         Command::Builder(c) => builder::run(&open()?, c),
     }
 }

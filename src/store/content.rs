@@ -178,6 +178,33 @@ impl BlobWriter {
         self.inner.as_ref().map_or(0, DigestWriter::written)
     }
 
+    /// Finish writing without publishing: the bytes are flushed and fsynced to a temp file whose
+    /// digest and size are then known. The blob becomes visible only through
+    /// [`StagedBlob::publish`]; dropping the [`StagedBlob`] removes the temp file. For imports
+    /// that must verify many blobs against each other before any of them may be stored.
+    pub fn stage(mut self) -> Result<StagedBlob> {
+        let inner = self.inner.take().expect("stage consumes the writer");
+        let staged = (|| {
+            let (buf, digest, size) = inner.finish();
+            let file = buf
+                .into_inner()
+                .map_err(|e| StoreError::Io(e.into_error()))?;
+            file.sync_all()?;
+            Ok(BlobInfo { digest, size })
+        })();
+        match staged {
+            Ok(info) => Ok(StagedBlob {
+                info,
+                tmp_path: Some(std::mem::take(&mut self.tmp_path)),
+                layout: self.layout.clone(),
+            }),
+            Err(e) => {
+                let _ = fs_err::remove_file(&self.tmp_path);
+                Err(e)
+            }
+        }
+    }
+
     /// Verify and publish the blob. With `expected`, a digest or size mismatch is an error and
     /// nothing becomes visible (the temp file is removed on every error path).
     pub fn commit(mut self, expected: Option<Expected>) -> Result<BlobInfo> {
@@ -252,6 +279,51 @@ impl Drop for BlobWriter {
     }
 }
 
+/// A blob written and fsynced to a temp file under `ingest/`, not yet visible in the store (see
+/// [`BlobWriter::stage`]). Dropped unpublished, its temp file is removed.
+#[derive(Debug)]
+pub struct StagedBlob {
+    info: BlobInfo,
+    tmp_path: Option<PathBuf>,
+    layout: Layout,
+}
+
+impl StagedBlob {
+    /// Digest and size of the staged bytes.
+    pub fn info(&self) -> BlobInfo {
+        self.info
+    }
+
+    /// Open the staged bytes for reading (e.g. to parse a small JSON document before deciding).
+    pub fn open(&self) -> Result<fs_err::File> {
+        let path = self.tmp_path.as_ref().expect("staged blob is live");
+        Ok(fs_err::File::open(path)?)
+    }
+
+    /// Make the blob visible under its digest (a blob already present is kept as it is).
+    pub fn publish(mut self) -> Result<BlobInfo> {
+        let tmp = self.tmp_path.take().expect("staged blob is live");
+        let dest = self.layout.blob(&self.info.digest);
+        if dest.exists() {
+            let _ = fs_err::remove_file(&tmp);
+        } else if let Err(e) = fs_err::rename(&tmp, &dest) {
+            let _ = fs_err::remove_file(&tmp);
+            return Err(e.into());
+        } else {
+            sync_dir(&self.layout.blobs_dir())?;
+        }
+        Ok(self.info)
+    }
+}
+
+impl Drop for StagedBlob {
+    fn drop(&mut self) {
+        if let Some(tmp) = &self.tmp_path {
+            let _ = fs_err::remove_file(tmp);
+        }
+    }
+}
+
 /// fsync a directory so a rename in it is durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     let d = fs_err::File::open(dir)?;
@@ -321,6 +393,30 @@ mod tests {
         let mut w = s.writer().unwrap();
         w.write_all(b"partial").unwrap();
         drop(w);
+        assert_eq!(
+            fs_err::read_dir(d.path().join("ingest")).unwrap().count(),
+            0
+        );
+    }
+
+    #[test]
+    fn staged_blob_is_invisible_until_published() {
+        let (d, s) = store();
+        let mut w = s.writer().unwrap();
+        w.write_all(b"staged").unwrap();
+        let staged = w.stage().unwrap();
+        assert_eq!(staged.info().digest, Digest::of(b"staged"));
+        assert!(!s.contains(&staged.info().digest));
+        let mut back = Vec::new();
+        staged.open().unwrap().read_to_end(&mut back).unwrap();
+        assert_eq!(back, b"staged");
+        let info = staged.publish().unwrap();
+        assert_eq!(s.read(&info.digest).unwrap(), b"staged");
+
+        let mut w = s.writer().unwrap();
+        w.write_all(b"dropped").unwrap();
+        drop(w.stage().unwrap());
+        assert!(!s.contains(&Digest::of(b"dropped")));
         assert_eq!(
             fs_err::read_dir(d.path().join("ingest")).unwrap().count(),
             0

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use snapshotter::Digest;
 
-pub use content::{BlobInfo, BlobWriter, ContentStore, Expected};
+pub use content::{BlobInfo, BlobWriter, ContentStore, Expected, StagedBlob};
 pub use layout::{Layout, LockName};
 pub use refs::{RefMap, RefTarget};
 

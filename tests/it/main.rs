@@ -1,6 +1,7 @@
 //! Integration tests for the `kiln` binary (`cargo test --test it`): one binary, so the
 //! harness (local registry, fixtures) is built once.
 
+mod archive;
 mod build_cache;
 mod build_call;
 mod build_copy_add;
