@@ -65,26 +65,34 @@ pub fn digest_inputs(
     entries: &[InputEntry],
     stat_caches: &[Arc<StatCache>],
 ) -> std::io::Result<InputsDigest> {
-    // Unchanged files first, from the stat caches (one lock each, no thread hand-off); then
-    // the rest is read, several files at once.
+    // Unchanged files first, from the stat caches (looked up from several threads under a
+    // shared lock); then the rest is read, several files at once.
     let cache_of = |host: &Path| stat_caches.iter().find(|c| host.starts_with(c.root()));
-    let mut contents: Vec<(Option<Digest>, bool)> = vec![(None, false); entries.len()];
-    let mut to_read: Vec<usize> = Vec::new();
-    for (i, e) in entries.iter().enumerate() {
-        if let InputKind::File { host } | InputKind::Archive { host } = &e.kind {
-            let known = cache_of(host).and_then(|c| {
-                let identity = match e.identity {
-                    Some(i) => i,
-                    None => StatIdentity::of(&fs_err::metadata(host).ok()?),
-                };
-                c.get(host, &identity)
-            });
-            match known {
-                Some(d) => contents[i] = (Some(d), false),
-                None => to_read.push(i),
+    let mut contents: Vec<(Option<Digest>, bool)> = entries
+        .par_iter()
+        .map(|e| match &e.kind {
+            InputKind::File { host } | InputKind::Archive { host } => {
+                let known = cache_of(host).and_then(|c| {
+                    let identity = match e.identity {
+                        Some(i) => i,
+                        None => StatIdentity::of(&fs_err::metadata(host).ok()?),
+                    };
+                    c.get(host, &identity)
+                });
+                (known, false)
             }
-        }
-    }
+            InputKind::Dir | InputKind::Symlink { .. } => (None, false),
+        })
+        .collect();
+    let to_read: Vec<usize> = entries
+        .iter()
+        .zip(&contents)
+        .enumerate()
+        .filter(|(_, (e, (known, _)))| {
+            known.is_none() && matches!(e.kind, InputKind::File { .. } | InputKind::Archive { .. })
+        })
+        .map(|(i, _)| i)
+        .collect();
     let read: Vec<(usize, Digest)> = to_read
         .par_iter()
         .map(|&i| {
@@ -111,14 +119,16 @@ pub fn digest_inputs(
             InputKind::File { .. } => "file",
             InputKind::Archive { .. } => "archive",
         };
-        let _ = write!(
-            listing,
-            "{}\t{kind}\t{:o}\t{}\t{}\t",
-            e.path.escape_default(),
-            e.mode,
-            e.uid,
-            e.gid
-        );
+        // `escape_default` leaves printable ASCII other than `\\`, `'` and `"` as it is.
+        if e.path
+            .bytes()
+            .all(|b| (0x20..0x7f).contains(&b) && !b"\\'\"".contains(&b))
+        {
+            listing.push_str(&e.path);
+        } else {
+            let _ = write!(listing, "{}", e.path.escape_default());
+        }
+        let _ = write!(listing, "\t{kind}\t{:o}\t{}\t{}\t", e.mode, e.uid, e.gid);
         match (&e.kind, content) {
             (InputKind::Dir, _) => {}
             (InputKind::Symlink { target }, _) => listing.push_str(target),
@@ -222,6 +232,37 @@ mod tests {
             digest_inputs(&[file("a", &a, 0o644)], &[]).unwrap().digest,
             base.digest
         );
+    }
+
+    /// The listing (and so the key) is pinned: paths escaped as `str::escape_default` does,
+    /// fields tab-separated, digests as `sha256:<hex>`.
+    #[test]
+    fn the_listing_format_is_stable() {
+        let d = tempfile::tempdir().unwrap();
+        let a = d.path().join("a");
+        fs_err::write(&a, b"hello").unwrap();
+        let paths = [
+            "plain/p.txt",
+            "tab\there",
+            "quote's \"q\"",
+            "back\\slash",
+            "é",
+            "del\u{7f}",
+        ];
+        let entries: Vec<InputEntry> = paths.iter().map(|p| file(p, &a, 0o644)).collect();
+        let got = digest_inputs(&entries, &[]).unwrap();
+        let hello = Digest::of(b"hello");
+        let expected: String = paths
+            .iter()
+            .map(|p| format!("{}\tfile\t644\t0\t0\t{hello}\n", p.escape_default()))
+            .collect();
+        assert_eq!(got.listing, expected);
+        assert!(
+            got.listing.contains(
+                "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+            )
+        );
+        assert_eq!(got.digest, Digest::of(expected.as_bytes()));
     }
 
     #[test]

@@ -18,7 +18,8 @@ use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use snapshotter::Digest;
 
@@ -62,12 +63,13 @@ impl StatIdentity {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 struct Record {
     identity: StatIdentity,
     digest: Digest,
-    /// Looked up or recorded by this build (so its file existed a moment ago).
-    seen: bool,
+    /// Looked up or recorded by this build (so its file existed a moment ago). Atomic so that
+    /// lookups, by the thousand from several threads, share a read lock.
+    seen: AtomicBool,
 }
 
 /// Bytes of an encoded record before its path.
@@ -120,7 +122,7 @@ impl Record {
         let record = Record {
             identity,
             digest,
-            seen: false,
+            seen: AtomicBool::new(false),
         };
         Some((rel, record, rest))
     }
@@ -133,12 +135,12 @@ pub struct StatCache {
     file: PathBuf,
     /// When the loaded file was written (ns since the epoch); 0 when there was none.
     written_ns: i128,
-    state: Mutex<State>,
+    state: RwLock<State>,
 }
 
 /// Records by the file's absolute path (its bytes: hashed as bytes, not component by
 /// component).
-type Records = HashMap<Box<[u8]>, Record>;
+type Records = HashMap<Box<[u8]>, Record, foldhash::fast::RandomState>;
 
 #[derive(Debug, Default)]
 struct State {
@@ -165,7 +167,7 @@ impl StatCache {
             root: root.to_owned(),
             file,
             written_ns,
-            state: Mutex::new(State {
+            state: RwLock::new(State {
                 records,
                 changed: false,
             }),
@@ -177,7 +179,7 @@ impl StatCache {
         let (stamp, mut rest) = rest.split_at_checked(16)?;
         let written_ns = i128::from_le_bytes(stamp.try_into().ok()?);
         let root = key(root);
-        let mut records = HashMap::new();
+        let mut records = Records::default();
         while !rest.is_empty() {
             let (rel, record, next) = Record::decode(rest)?;
             let mut path = Vec::with_capacity(root.len() + 1 + rel.len());
@@ -192,7 +194,7 @@ impl StatCache {
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.state.lock().unwrap().records.len()
+        self.state.read().unwrap().records.len()
     }
 
     /// The context root this cache covers.
@@ -202,20 +204,20 @@ impl StatCache {
 
     /// The digest recorded for `path` if its identity still matches and is not racy.
     pub fn get(&self, path: &Path, identity: &StatIdentity) -> Option<Digest> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let r = state.records.get_mut(key(path))?;
-        r.seen = true;
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let r = state.records.get(key(path))?;
+        r.seen.store(true, Ordering::Relaxed);
         let racy = identity.mtime_ns.max(identity.ctime_ns) + RACY_NANOS > self.written_ns;
         (r.identity == *identity && !racy).then_some(r.digest)
     }
 
     /// Remember the digest of `path` read with `identity`.
     pub fn insert(&self, path: &Path, identity: StatIdentity, digest: Digest) {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
         let record = Record {
             identity,
             digest,
-            seen: true,
+            seen: AtomicBool::new(true),
         };
         let same = state
             .records
@@ -230,7 +232,7 @@ impl StatCache {
     /// Whether records were added or changed since loading (or the loaded ones are racy and
     /// would be read again): then [`Self::save`] rewrites the file.
     pub fn needs_saving(&self) -> bool {
-        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
         state.changed
             || state.records.values().any(|r| {
                 r.identity.mtime_ns.max(r.identity.ctime_ns) + RACY_NANOS > self.written_ns
@@ -247,7 +249,7 @@ impl StatCache {
         let mut out = Vec::new();
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&now_ns().to_le_bytes());
-        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
         for (path, r) in &state.records {
             let Some(rel) = path
                 .strip_prefix(root)
@@ -256,14 +258,14 @@ impl StatCache {
                 continue;
             };
             let host = Path::new(std::ffi::OsStr::from_bytes(path));
-            if !r.seen && fs_err::symlink_metadata(host).is_err() {
+            if !r.seen.load(Ordering::Relaxed) && fs_err::symlink_metadata(host).is_err() {
                 continue;
             }
             r.encode(rel, &mut out);
         }
         drop(state);
         super::write_atomic(&self.file, &out)?;
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
         state.changed = false;
         Ok(())
     }
@@ -358,7 +360,7 @@ pub(crate) mod tests {
         next.save().unwrap();
         let again = StatCache::load(store.path(), &root);
         assert_eq!(again.len(), 1);
-        let state = again.state.lock().unwrap();
+        let state = again.state.read().unwrap();
         assert_eq!(state.records[key(&a)].digest, Digest::of(b"a2"));
     }
 

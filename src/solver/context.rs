@@ -355,13 +355,15 @@ impl Context {
     ) -> Result<Vec<WalkEntry>, ContextError> {
         use rayon::prelude::*;
 
-        let mut entries = fs_err::read_dir(host)?.collect::<Result<Vec<_>, _>>()?;
-        entries.sort_by_key(|e| e.file_name());
+        let mut entries = fs_err::read_dir(host)?
+            .map(|e| e.map(|e| (e.file_name(), e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        entries.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
         let rules = self.ignore.as_ref().map(|i| &i.rules);
         // (the entry, its path from the context's directory, excluded itself)
         let mut listed: Vec<(WalkEntry, String, bool)> = Vec::with_capacity(entries.len());
-        for entry in entries {
-            let name = entry.file_name().to_string_lossy().into_owned();
+        for (name, entry) in entries {
+            let name = name.to_string_lossy().into_owned();
             let entry_rel = join_rel(rel, &name);
             // `DirEntry::metadata` does not follow symlinks and stats relative to the directory.
             let meta = entry.metadata()?;

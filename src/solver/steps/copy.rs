@@ -508,16 +508,21 @@ fn plan_item(
             plan.entries.insert(d.clone(), created_dir(spec));
         }
         let kept = apply_exclude(&entries, spec.exclude.as_ref());
+        let mut walked = Vec::with_capacity(kept.len());
         for entry in kept {
             let target = match &dest.path {
                 Some(d) => d.join(&entry.rel)?,
                 None => LayerPath::new(&entry.rel)?,
             };
-            plan.entries.insert(
+            walked.push((
                 target,
                 planned(entry_origin(entry)?, &entry.meta, spec, keep_owner),
-            );
+            ));
         }
+        // The walk is (nearly) in layer order: built in bulk and merged, instead of thousands of
+        // inserts each searching the tree. Later entries replace earlier ones, as inserts would.
+        let mut walked: BTreeMap<LayerPath, Planned> = walked.into_iter().collect();
+        plan.entries.append(&mut walked);
         return Ok(());
     }
     if source.unpack && archive::is_archive(host) {
