@@ -6,6 +6,9 @@
 #          localhost:5000 and the whole context is read);
 #   noop   the same build again, nothing changed (1 warm-up run);
 #   touch  the build after rewriting the case's TOUCH_FILE (case.env) with new content.
+# Before every no-op and touch run, `sync` (untimed, in hyperfine's --prepare): a run does not
+# wait for the writeback of what the previous command (often another tool's cold build) left
+# dirty, which would otherwise land on whichever tool's fsync comes first.
 # The three tools take turns within each measurement (kiln cold, BuildKit cold, buildah cold, kiln
 # no-op, ...), so a change of machine load hits them alike. Then, kiln only:
 #   flat   no-op rebuild of a `COPY . /app` context of FLAT_FILES small files and of 10 times as many;
@@ -228,12 +231,12 @@ for CASE in $CASES; do
   for t in $TOOLS; do
     set_tool "$t" "$CASE" "$CTX"
     log "$CASE/$t: no-op rebuild"
-    hf "$CASE" noop "$t" "" "$BUILD" --warmup 1 || true
+    hf "$CASE" noop "$t" "sync" "$BUILD" --warmup 1 || true
   done
   for t in $TOOLS; do
     set_tool "$t" "$CASE" "$CTX"
     log "$CASE/$t: rebuild after rewriting $TOUCH_FILE"
-    hf "$CASE" touch "$t" "date +%s%N > $(q "$CTX/$TOUCH_FILE")" "$BUILD" || true
+    hf "$CASE" touch "$t" "date +%s%N > $(q "$CTX/$TOUCH_FILE"); sync" "$BUILD" || true
   done
   if has "$TOOLS" buildah && [ -n "$BUILDAH_EXTRA_COLD" ]; then
     # case.env's extra buildah flags (multistage: --jobs=4, parallel stages); compared with kiln cold

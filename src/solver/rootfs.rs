@@ -47,7 +47,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use snapshotter::apply::{ApplyError, ApplyExpect, ApplyOptions, WhiteoutMode, apply};
 use snapshotter::compress::EncodeOptions;
-use snapshotter::diff::{CopyUps, DiffError, DiffOptions, OverlayXattrs, diff_upperdir};
+use snapshotter::diff::{
+    CopyUps, DiffError, DiffOptions, OverlayXattrs, diff_upperdir, diff_upperdir_vouched,
+};
 use snapshotter::layer::{
     Compression, Entry, EntryKind, LayerError, LayerInfo, LayerPath, LayerWriter,
 };
@@ -282,6 +284,11 @@ pub fn ensure_chain(
 pub struct Touched {
     /// Paths the step created or changed; their ancestors are added when the layer is written.
     pub paths: BTreeSet<LayerPath>,
+    /// Regular files the step wrote from sources it `lstat`ed just before reading them (a
+    /// COPY's context files): the sources' identities stand for the files' bytes, so that
+    /// exporting the layer again takes unchanged members from the previous blob unread
+    /// (`UpperDiff::write_to_vouched`).
+    pub sources: HashMap<LayerPath, snapshotter::layer::FileIdentity>,
 }
 
 /// The result of a file step.
@@ -365,7 +372,9 @@ pub fn file_step<E: From<RootfsError>>(
                 xattrs: OverlayXattrs::Trusted,
                 source_date_epoch: epoch,
             };
-            diff_upperdir(upper, &options, &mut layer).map_err(RootfsError::from)?;
+            let vouched = |path: &LayerPath| touched.sources.get(path).copied();
+            diff_upperdir_vouched(upper, &options, &mut layer, &vouched)
+                .map_err(RootfsError::from)?;
         }
         Changes::FullTree { tree, .. } => {
             let root = InRoot::open(tree).map_err(RootfsError::from)?;
@@ -724,6 +733,7 @@ mod tests {
                     root.write_file(&path, &mut &b"new"[..], 0o600, 0, 0, 50)?;
                     Ok(Some(Touched {
                         paths: [path].into_iter().collect(),
+                        ..Touched::default()
                     }))
                 },
             )

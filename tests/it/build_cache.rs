@@ -584,3 +584,74 @@ fn a_copy_run_again_links_its_unchanged_files_and_gives_the_layer_a_fresh_store_
     let layers = |root: &Path| crate::support::manifest_layers(root, "test:1");
     assert_eq!(layers(f.root.path()), layers(fresh.path()));
 }
+
+/// `(atime s, atime ns)` of a file.
+fn atime_of(path: &Path) -> (i64, i64) {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs_err::metadata(path).unwrap();
+    (m.atime(), m.atime_nsec())
+}
+
+/// The re-export of a COPY run again: the files it linked unchanged from the earlier snapshot
+/// are keyed by their sources' identities, so the layer's members that hold only them are taken
+/// from the earlier blob without reading the files (seen by their atime: with the default
+/// `relatime`, a read after the link moved the ctime would move the atime), and the layer is
+/// still the one a fresh store makes.
+#[test]
+fn a_copy_run_again_takes_the_unchanged_part_of_its_layer_without_reading_it() {
+    let f = skip_unless!(Fixture::new());
+    let body = "y".repeat(32 * 1024);
+    let mut files: Vec<(String, String)> = (0..40)
+        .map(|i| (format!("data/f{i:03}.txt"), format!("{i}{body}")))
+        .collect();
+    files.push((
+        "Dockerfile".into(),
+        "FROM busybox:local\nCOPY data/ /srv/data/\n".into(),
+    ));
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    write_files(f.ctx.path(), &refs);
+    // Identities key members only once their ctime is older than the encoder's racy margin.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    f.build(&[]);
+    let first = snapshot_paths(f.root.path(), "f001.txt");
+    assert_eq!(first.len(), 1, "{first:?}");
+    let before = atime_of(&first[0]);
+    // The last file changes in place (the directory keeps its mtime): everything before it is
+    // the same prefix of the layer.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    write_files(f.ctx.path(), &[("data/f039.txt", "changed")]);
+    let run = f.build(&[]);
+    assert_eq!(ran(&run), ["COPY data/ /srv/data/"], "{}", run.stderr);
+    let linked = snapshot_inodes(f.root.path(), "f001.txt");
+    assert_eq!(linked.len(), 2, "{linked:?}");
+    assert_eq!(linked[0], linked[1], "f001.txt was linked, not copied");
+    assert_eq!(
+        atime_of(&first[0]),
+        before,
+        "the re-export read a file whose member it could take from the earlier blob"
+    );
+    // The check can fail: here a read moves the atime (the ctime moved when it was linked).
+    let _ = fs_err::read(&first[0]).unwrap();
+    skip_unless!(harness::require(
+        atime_of(&first[0]) != before,
+        "the store's filesystem does not update atimes (noatime)"
+    ));
+    let fresh = skip_unless!(busybox_store(&[]));
+    let ctx = f.ctx.path().to_str().unwrap();
+    kiln(fresh.path(), &["build", "-q", "-t", "test:1", ctx]).ok();
+    let layers = |root: &Path| crate::support::manifest_layers(root, "test:1");
+    assert_eq!(layers(f.root.path()), layers(fresh.path()));
+}
+
+/// Every file named `name` in the store's snapshot directories.
+fn snapshot_paths(root: &Path, name: &str) -> Vec<std::path::PathBuf> {
+    let out = harness::run_ok(
+        std::process::Command::new("find")
+            .arg(root.join("snapshots"))
+            .args(["-name", name, "-type", "f"]),
+    );
+    out.lines().map(std::path::PathBuf::from).collect()
+}

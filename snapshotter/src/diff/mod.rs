@@ -76,7 +76,7 @@ mod xattr;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use crate::layer::{LayerError, LayerPath, LayerWriter, Node, Xattr};
+use crate::layer::{FileIdentity, LayerError, LayerPath, LayerWriter, Node, Xattr};
 
 pub use mountinfo::check_mounts;
 pub use tree::diff_trees;
@@ -320,7 +320,24 @@ impl UpperDiff {
 
     /// Append every change to `layer`, reading file contents from the upperdir.
     pub fn write_to<W: Write>(&self, layer: &mut LayerWriter<W>) -> Result<DiffSummary> {
-        write::write(&self.changes, layer)
+        write::write(&self.changes, layer, &|_| None)
+    }
+
+    /// [`write_to`](Self::write_to), offering regular files with the identity `vouched` gives
+    /// for their path, so that a re-export can take their members from the previous blob
+    /// without reading them ([`LayerWriter::append_file`]).
+    ///
+    /// The identity must stand for the file's bytes as [`FileIdentity`] requires: taken by an
+    /// `lstat` of the file *the content was read from* before reading it. The caller that wrote
+    /// the upperdir itself (a COPY, from context files) may give the identity of the source it
+    /// copied, since the upperdir file holds exactly those bytes and nothing writes to it after
+    /// (files whose size differs from the identity's are read as usual).
+    pub fn write_to_vouched<W: Write>(
+        &self,
+        layer: &mut LayerWriter<W>,
+        vouched: &dyn Fn(&LayerPath) -> Option<FileIdentity>,
+    ) -> Result<DiffSummary> {
+        write::write(&self.changes, layer, vouched)
     }
 }
 
@@ -331,4 +348,15 @@ pub fn diff_upperdir<W: Write>(
     layer: &mut LayerWriter<W>,
 ) -> Result<DiffSummary> {
     UpperDiff::scan(upperdir, options)?.write_to(layer)
+}
+
+/// [`diff_upperdir`] with content identities vouched for by the caller
+/// ([`UpperDiff::write_to_vouched`]).
+pub fn diff_upperdir_vouched<W: Write>(
+    upperdir: &Path,
+    options: &DiffOptions<'_>,
+    layer: &mut LayerWriter<W>,
+    vouched: &dyn Fn(&LayerPath) -> Option<FileIdentity>,
+) -> Result<DiffSummary> {
+    UpperDiff::scan(upperdir, options)?.write_to_vouched(layer, vouched)
 }

@@ -289,7 +289,7 @@ impl<W: Write> Walk<'_, W> {
     fn emit(&mut self, change: &Change) -> Result<()> {
         let pending = std::mem::take(&mut self.pending);
         for dir in pending.iter().chain(std::iter::once(change)) {
-            let written = write::write(std::slice::from_ref(dir), self.layer)?;
+            let written = write::write(std::slice::from_ref(dir), self.layer, &|_| None)?;
             self.summary.entries += written.entries;
             self.summary.whiteouts += written.whiteouts;
             self.summary.content_bytes += written.content_bytes;

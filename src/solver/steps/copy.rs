@@ -244,6 +244,7 @@ pub fn copy_into_seeded(
         None => plan(sources, root, spec, owners)?,
     };
     let mut first_link: HashMap<(u64, u64), LayerPath> = HashMap::new();
+    let mut sources = HashMap::new();
     for (path, p) in &plan.entries {
         let mtime = i64::try_from(p.mtime).unwrap_or(i64::MAX);
         match &p.origin {
@@ -264,6 +265,7 @@ pub fn copy_into_seeded(
                     first_link.insert(*key, path.clone());
                 }
                 copied.push((path.clone(), copied_file(identity, p)));
+                sources.insert(path.clone(), content_identity(identity));
                 if seed.is_some_and(|s| s.is_linked(path)) {
                     continue;
                 }
@@ -287,7 +289,11 @@ pub fn copy_into_seeded(
     for (host, dest) in &plan.archives {
         archive::extract(host, root, dest.as_ref(), created_mtime, &mut paths)?;
     }
-    Ok(Touched { paths })
+    // An archive may have replaced a copied file: then its bytes are not the source's.
+    if !plan.archives.is_empty() {
+        sources.clear();
+    }
+    Ok(Touched { paths, sources })
 }
 
 /// The destination resolved in the image: its layer path (`None` for `/`), whether it must be
@@ -335,6 +341,27 @@ fn plan(
 }
 
 /// What the copy of a planned file records for the next run's seed.
+/// The identity of a source file as the layer encoder keys content by it.
+fn content_identity(source: &crate::cache::stat::StatIdentity) -> snapshotter::layer::FileIdentity {
+    let split = |ns: i128| {
+        (
+            i64::try_from(ns.div_euclid(1_000_000_000)).unwrap_or(i64::MAX),
+            ns.rem_euclid(1_000_000_000) as i64,
+        )
+    };
+    let (mtime_sec, mtime_nsec) = split(source.mtime_ns);
+    let (ctime_sec, ctime_nsec) = split(source.ctime_ns);
+    snapshotter::layer::FileIdentity {
+        dev: source.dev,
+        ino: source.ino,
+        size: source.size,
+        mtime_sec,
+        mtime_nsec,
+        ctime_sec,
+        ctime_nsec,
+    }
+}
+
 fn copied_file(
     identity: &crate::cache::stat::StatIdentity,
     p: &Planned,

@@ -115,6 +115,7 @@ pub fn create_in(
     }
     Ok(Some(Touched {
         paths: created.into_iter().collect(),
+        ..Touched::default()
     }))
 }
 
