@@ -12,6 +12,8 @@ mod builder;
 mod format;
 mod images;
 mod inspect;
+mod login;
+mod logout;
 mod progress;
 mod pull;
 mod push;
@@ -69,6 +71,10 @@ pub enum Command {
     Pull(pull::PullArgs),
     /// Upload an image to a registry.
     Push(push::PushArgs),
+    /// Log in to a registry.
+    Login(login::LoginArgs),
+    /// Log out from a registry.
+    Logout(logout::LogoutArgs),
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -189,6 +195,8 @@ fn run(cli: Cli) -> CmdResult {
         Command::Push(a) | Command::Image(ImageCommand::Push(a)) => push::run(&open()?, a),
         Command::Image(ImageCommand::Inspect(a)) => inspect::run(&open()?, a),
         Command::Builder(c) => builder::run(&open()?, c),
+        Command::Login(a) => login::run(a),
+        Command::Logout(a) => logout::run(a),
     }
 }
 
