@@ -13,6 +13,8 @@ mod format;
 mod images;
 mod inspect;
 mod load;
+mod login;
+mod logout;
 mod progress;
 mod pull;
 mod push;
@@ -75,6 +77,10 @@ pub enum Command {
     Save(save::SaveArgs),
     /// Load images from a tar archive or STDIN.
     Load(load::LoadArgs),
+    /// Log in to a registry.
+    Login(login::LoginArgs),
+    /// Log out from a registry.
+    Logout(logout::LogoutArgs),
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -203,6 +209,8 @@ fn run(cli: Cli) -> CmdResult {
             load::run(&open()?, cli.global.storage_driver, a)
         }
         Command::Builder(c) => builder::run(&open()?, c),
+        Command::Login(a) => login::run(a),
+        Command::Logout(a) => logout::run(a),
     }
 }
 

@@ -15,7 +15,8 @@ use url::Url;
 
 use super::RegistryOptions;
 use super::auth::challenge::{self, Challenge};
-use super::auth::{Access, Auth, Renewal};
+use super::auth::{self, Access, Auth, Renewal};
+use super::credentials::Credentials;
 use super::endpoint::{self, Scheme};
 use super::error::{ApiErrors, RegistryError, Result};
 use super::transport;
@@ -95,6 +96,34 @@ impl Client {
     /// authentication challenge.
     pub fn connect(reference: &ImageRef, access: Access, opts: &RegistryOptions) -> Result<Self> {
         let registry = reference.domain();
+        let auth = Auth::new(registry, reference.path(), access, opts.credentials.clone());
+        Self::open(
+            registry,
+            reference.path(),
+            reference.familiar_repository(),
+            auth,
+            opts,
+        )
+    }
+
+    /// Open a session with `registry` itself (no repository) to check `credentials` (`kiln
+    /// login`); token servers are asked for a refresh token.
+    pub fn connect_login(
+        registry: &str,
+        credentials: Credentials,
+        opts: &RegistryOptions,
+    ) -> Result<Self> {
+        let auth = Auth::for_login(registry, credentials);
+        Self::open(registry, "", String::new(), auth, opts)
+    }
+
+    fn open(
+        registry: &str,
+        name: &str,
+        repository: String,
+        mut auth: Auth,
+        opts: &RegistryOptions,
+    ) -> Result<Self> {
         let host = endpoint::api_host(registry);
         let security = endpoint::security(registry, opts.tls_verify);
         let mut last_error = None;
@@ -105,13 +134,12 @@ impl Client {
                 endpoint::base_url(scheme, host).map_err(|e| bad_url(host, "the API base", e))?;
             match ping(&agent, &base) {
                 Ok(challenges) => {
-                    let mut auth = Auth::new(registry, reference.path(), access);
                     auth.observe(&challenges);
                     return Ok(Self {
                         registry: registry.to_owned(),
                         host: host.to_owned(),
-                        name: reference.path().to_owned(),
-                        repository: reference.familiar_repository(),
+                        name: name.to_owned(),
+                        repository,
                         base,
                         agent,
                         auth: Mutex::new(auth),
@@ -121,6 +149,19 @@ impl Client {
             }
         }
         Err(last_error.expect("every security level has at least one candidate scheme"))
+    }
+
+    /// Ask for tokens that may also pull from repository `source` of the same registry (the
+    /// source of a cross-repository blob mount).
+    #[expect(dead_code, reason = "push does not mount across repositories yet")]
+    pub fn add_mount_source(&self, source: &str) {
+        self.auth()
+            .add_scope(auth::repository_scope(source, Access::Pull));
+    }
+
+    /// The refresh token a token server issued to a login session, if any.
+    pub fn refresh_token(&self) -> Option<String> {
+        self.auth().refresh_token().map(str::to_owned)
     }
 
     /// The API base URL that answered (`http://127.0.0.1:5000/`).
@@ -161,24 +202,21 @@ impl Client {
             }
             let challenges = challenges_of(&response);
             let errors = self.error_body(response);
-            let refusal = if renewed {
-                format!(
-                    "anonymous access to {} was refused: {errors}",
-                    self.repository
-                )
-            } else {
-                match self.auth().renew(&self.agent, &challenges)? {
-                    Renewal::Retry => {
-                        renewed = true;
-                        continue;
-                    }
-                    Renewal::Refused(reason) => format!("{reason}: {errors}"),
+            if renewed {
+                return Err(self.auth().refused(&errors));
+            }
+            // Bound first: the guard must be released before `refused` locks again.
+            let renewal = self.auth().renew(&self.agent, &challenges)?;
+            match renewal {
+                Renewal::Retry => renewed = true,
+                Renewal::Rejected => return Err(self.auth().refused(&errors)),
+                Renewal::Refused(reason) => {
+                    return Err(RegistryError::AuthRequired {
+                        registry: self.registry.clone(),
+                        detail: format!("{reason}: {errors}"),
+                    });
                 }
-            };
-            return Err(RegistryError::AuthRequired {
-                registry: self.registry.clone(),
-                detail: refusal,
-            });
+            }
         }
     }
 

@@ -85,6 +85,23 @@ pub enum RegistryError {
     #[error("authentication required for {registry}: {detail}")]
     AuthRequired { registry: String, detail: String },
 
+    /// The registry (or its token server) refused the credentials kiln sent.
+    #[error("registry {registry} rejected {who}: {detail}")]
+    CredentialsRejected {
+        registry: String,
+        /// `the password of user alice`, `the stored identity token`.
+        who: String,
+        detail: String,
+    },
+
+    /// Reading or storing credentials failed (config file, credential helper).
+    #[error("credentials for registry {registry}")]
+    Credentials {
+        registry: String,
+        #[source]
+        source: crate::registry::credentials::CredentialError,
+    },
+
     /// `DENIED` / `UNAUTHORIZED` with a 403: authenticated, but not allowed.
     #[error("access to {repository} denied: {errors}")]
     Denied {

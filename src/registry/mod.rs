@@ -1,22 +1,25 @@
 //! The registry client: the OCI distribution v2 API (Docker Registry HTTP API v2) over `ureq`,
 //! with Docker's conventions for hosts (`docker.io` → `registry-1.docker.io`), insecure
 //! registries (loopback, or `--tls-verify=false`: unverified HTTPS, then plain HTTP) and
-//! anonymous bearer-token authentication.
+//! authentication (Basic, and bearer tokens, with credentials from Docker's config file or
+//! credential helpers).
 //!
 //! - [`pull`]: registry → store, digest-verified while streaming, reference set last.
 //! - [`push`]: store → registry, skipping blobs the registry has, streaming the rest.
 //! - [`TransferObserver`]: progress events for the CLI.
+//! - [`login`]: check credentials; [`credentials`]: where they are kept.
 //!
 //! Module map: `endpoint` (hosts, schemes, URLs), `transport` (HTTP agents, transport errors),
-//! `auth` (challenges, tokens), `client` (a session with one repository), `manifest`
+//! `auth` (challenges, tokens, login), `credentials` (config file, helpers), `client` (a session with one repository), `manifest`
 //! (fetching and identifying manifests), `pull`, `push`, `observer`, `error`.
 //!
-//! Not responsible for: credentials, custom CAs, cross-repository mounts, chunked, resumed or
+//! Not responsible for: custom CAs, cross-repository mounts, chunked, resumed or
 //! parallel transfers and retries (issue [F]; `auth`, `transport` and the blob functions of
 //! `pull`/`push` are where they go), nor unpacking layers.
 
 mod auth;
 mod client;
+pub mod credentials;
 mod endpoint;
 mod error;
 mod manifest;
@@ -25,6 +28,8 @@ mod pull;
 mod push;
 mod transport;
 
+pub use auth::login::{LoginOutcome, login};
+pub use credentials::{CredentialStore, Credentials, Secret, StoredIn};
 pub use endpoint::DOCKER_HUB_API_HOST;
 pub use error::{ApiError, ApiErrors, RegistryError, Result};
 pub use observer::{BlobKind, NoopObserver, PROGRESS_STEP, TransferEvent, TransferObserver};
@@ -43,6 +48,9 @@ pub struct RegistryOptions {
     pub tls_verify: Option<bool>,
     /// The platform to select from a multi-platform image (default: the host's).
     pub platform: Platform,
+    /// Where credentials are found (default: Docker's config file and credential helpers,
+    /// as the environment names them; see [`CredentialStore::from_env`]).
+    pub credentials: CredentialStore,
 }
 
 impl Default for RegistryOptions {
@@ -50,6 +58,7 @@ impl Default for RegistryOptions {
         Self {
             tls_verify: None,
             platform: Platform::host(),
+            credentials: CredentialStore::from_env(),
         }
     }
 }

@@ -5,7 +5,8 @@
 //!   feature) prints `SKIP <test>: <reason>` and returns; it never passes silently. Set
 //!   `KILN_TEST_NO_SKIP=1` to turn every skip into a failure (for CI machines that are supposed to
 //!   have everything).
-//! - [`Registry`]: a throw-away local registry (Debian's `docker-registry`) on a free port.
+//! - [`Registry`]: a throw-away local registry (Debian's `docker-registry`) on a free port,
+//!   optionally with htpasswd Basic auth or bearer tokens from a [`TokenServer`].
 //! - [`busybox_layout`]: a busybox base image as an OCI layout, built once per `target/` by
 //!   `testdata/make-busybox-image.sh`; [`skopeo_push_busybox`] pushes it to a [`Registry`].
 //! - [`kiln_cmd`], [`tempdir`], [`which`], [`root_required`], [`require`].
@@ -40,6 +41,7 @@ mod http;
 mod registry;
 pub mod rootfs;
 mod selftest;
+mod token_server;
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -54,7 +56,9 @@ pub use fixtures::{BUSYBOX_TAG, busybox_layout, layout_manifest_digest, skopeo_p
 #[allow(unused_imports)]
 pub use http::Response;
 #[allow(unused_imports)]
-pub use registry::{MANIFEST_ACCEPT, Registry};
+pub use registry::{MANIFEST_ACCEPT, Registry, RegistryAuth, htpasswd_file};
+#[allow(unused_imports)]
+pub use token_server::{TokenRequestSeen, TokenServer};
 
 /// Why a test cannot run here (a missing tool, not root, ...). Not an error: report it with
 /// [`skip_unless!`] (or [`report_skip`]) and return from the test.

@@ -1,5 +1,7 @@
 //! A throw-away OCI distribution registry for tests: Debian's `docker-registry` (distribution
-//! v2.8) listening on 127.0.0.1 on a free port, storing blobs in a temp dir, without auth or TLS.
+//! v2.8) listening on 127.0.0.1 on a free port, storing blobs in a temp dir, without TLS;
+//! without authentication, or ([`RegistryAuth`]) with htpasswd Basic auth or bearer tokens from
+//! a token server (see `token_server`).
 
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -23,6 +25,47 @@ pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
     application/vnd.docker.distribution.manifest.v2+json, \
     application/vnd.docker.distribution.manifest.list.v2+json";
 
+/// How a test registry authenticates clients.
+#[derive(Debug, Clone, Default)]
+pub enum RegistryAuth {
+    /// Anyone may pull and push.
+    #[default]
+    None,
+    /// Basic authentication against an htpasswd file (bcrypt entries; see [`htpasswd_file`]).
+    Htpasswd(PathBuf),
+    /// Bearer tokens from the token server at `realm`, signed by a certificate in
+    /// `root_cert_bundle`, issued by `issuer` for `service`.
+    Token {
+        realm: String,
+        service: String,
+        issuer: String,
+        root_cert_bundle: PathBuf,
+    },
+}
+
+/// An htpasswd file in `dir` with bcrypt entries for `users` (`htpasswd -B` from
+/// apache2-utils); a [`Skip`] when htpasswd is not installed.
+pub fn htpasswd_file(dir: &Path, users: &[(&str, &str)]) -> Result<PathBuf, Skip> {
+    let htpasswd = which("htpasswd")?;
+    let mut text = String::new();
+    for (user, password) in users {
+        let out = Command::new(&htpasswd)
+            .args(["-nbB", user, password])
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", htpasswd.display()));
+        assert!(
+            out.status.success(),
+            "htpasswd -nbB {user}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text.push_str(String::from_utf8_lossy(&out.stdout).trim());
+        text.push('\n');
+    }
+    let path = dir.join("htpasswd");
+    fs_err::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+    Ok(path)
+}
+
 /// A running registry. Dropping it kills exactly the process it started (through its `Child`
 /// handle) and removes its storage.
 #[derive(Debug)]
@@ -44,6 +87,11 @@ impl Registry {
     /// Returns a [`Skip`] ("docker-registry not installed") when the binary is missing; panics,
     /// with the registry's log, when it is installed but does not come up.
     pub fn start() -> Result<Registry, Skip> {
+        Self::start_with(&RegistryAuth::None)
+    }
+
+    /// [`Registry::start`] with authentication.
+    pub fn start_with(auth: &RegistryAuth) -> Result<Registry, Skip> {
         let bin = which("docker-registry").or_else(|skip| {
             let debian = Path::new(DEBIAN_BIN);
             if debian.is_file() {
@@ -64,7 +112,7 @@ impl Registry {
             // Every response carries this header, so we recognise our own registry (and not
             // another one that grabbed the port first).
             let token = format!("{}-{attempt}", dir.path().display());
-            fs_err::write(&config, config_yaml(addr, &data, &token))
+            fs_err::write(&config, config_yaml(addr, &data, &token, auth))
                 .unwrap_or_else(|e| panic!("{e}"));
             let log_file = std::fs::File::create(&log)
                 .unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
@@ -89,7 +137,8 @@ impl Registry {
                 .spawn()
                 .unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()));
 
-            match wait_ready(&mut child, addr, &token) {
+            let needs_auth = !matches!(auth, RegistryAuth::None);
+            match wait_ready(&mut child, addr, &token, needs_auth) {
                 Ok(()) => return Ok(Registry { child, addr, dir }),
                 Err(not_ready) => {
                     let why = match not_ready {
@@ -231,11 +280,30 @@ fn free_port() -> SocketAddr {
 /// Response header identifying one registry instance.
 const ID_HEADER: &str = "X-Kiln-Test-Registry";
 
-fn config_yaml(addr: SocketAddr, data: &Path, token: &str) -> String {
+fn config_yaml(addr: SocketAddr, data: &Path, token: &str, auth: &RegistryAuth) -> String {
     // JSON strings are valid YAML scalars: this quotes paths safely.
     let quote = |s: &str| serde_json::to_string(s).unwrap_or_default();
     let data = quote(&data.to_string_lossy());
     let token = quote(token);
+    let auth = match auth {
+        RegistryAuth::None => String::new(),
+        RegistryAuth::Htpasswd(path) => format!(
+            "auth:\n  htpasswd:\n    realm: kiln-test-registry\n    path: {}\n",
+            quote(&path.to_string_lossy())
+        ),
+        RegistryAuth::Token {
+            realm,
+            service,
+            issuer,
+            root_cert_bundle,
+        } => format!(
+            "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+            quote(realm),
+            quote(service),
+            quote(issuer),
+            quote(&root_cert_bundle.to_string_lossy())
+        ),
+    };
     format!(
         "version: 0.1
 log:
@@ -256,19 +324,27 @@ http:
   headers:
     X-Content-Type-Options: [nosniff]
     {ID_HEADER}: [{token}]
-"
+{auth}"
     )
 }
 
-fn wait_ready(child: &mut Child, addr: SocketAddr, token: &str) -> Result<(), NotReady> {
+/// Waits until `GET /v2/` answers with our header: 200, or 401 when authentication is on.
+fn wait_ready(
+    child: &mut Child,
+    addr: SocketAddr,
+    token: &str,
+    needs_auth: bool,
+) -> Result<(), NotReady> {
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             return Err(NotReady::Exited(status));
         }
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-            && http::request(addr, "GET", "/v2/", &[], &[])
-                .is_ok_and(|r| r.status == 200 && r.header(ID_HEADER) == Some(token))
+            && http::request(addr, "GET", "/v2/", &[], &[]).is_ok_and(|r| {
+                let expected = if needs_auth { 401 } else { 200 };
+                r.status == expected && r.header(ID_HEADER) == Some(token)
+            })
         {
             return Ok(());
         }
