@@ -7,6 +7,7 @@ pub mod archive;
 pub mod cache;
 pub mod cli;
 pub mod image;
+pub mod memory;
 pub mod progress;
 pub mod registry;
 pub mod sandbox;

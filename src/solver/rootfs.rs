@@ -300,6 +300,10 @@ pub enum StepLayer {
     Layer(LayerInfo),
 }
 
+/// A file step that wrote at least this many entries returns freed memory to the kernel before
+/// its layer is written (`memory::release_freed`; about a millisecond).
+const RELEASE_AFTER_ENTRIES: usize = 4096;
+
 /// Run a file step: prepare an active snapshot on `parent` (the stage's stack, whose DiffIDs are
 /// `parent_diff_ids`), give `write` the writable rootfs, then write the layer into the content
 /// store and commit the snapshot under the new ChainID. `write` returns `None` for "nothing
@@ -363,6 +367,10 @@ pub fn file_step<E: From<RootfsError>>(
     let Some(touched) = touched else {
         return Ok(StepLayer::Unchanged);
     };
+    // A large copy freed its walk and plan: give that back before the layer's buffers.
+    if touched.paths.len() >= RELEASE_AFTER_ENTRIES {
+        crate::memory::release_freed();
+    }
     let key = reuse.map(|r| (r.history, r.key(parent_diff_ids)));
     let mut layer = layer_writer(content, compression, key.as_ref())?;
     match active.changes() {
