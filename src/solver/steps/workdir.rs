@@ -11,9 +11,10 @@
 //! `uid` alone is `uid:uid`, a name takes its passwd uid and primary gid, a group name is looked
 //! up in `/etc/group`, all in the image's own files. No `USER` (or an empty one) is root.
 //!
-//! Difference: BuildKit silently uses 0 for a name missing from the image's passwd/group; kiln
-//! refuses the step naming the file, as for `--chown`. The owner is only looked up when a
-//! directory is to be created.
+//! A name missing from the image's passwd/group is 0, as in BuildKit (`readUser`; checked with
+//! docker 20.10: `USER ghost` then `WORKDIR /wd` gives a root-owned `/wd`): the `USER` may only
+//! exist when the image runs. (`--chown` refuses such a name: there the owner is asked for.) The
+//! owner is only looked up when a directory is to be created.
 
 use snapshotter::layer::LayerPath;
 
@@ -72,7 +73,7 @@ pub fn target(state: &StageState, path: &str) -> String {
 pub fn owner(root: &InRoot, user: Option<&str>) -> Result<(u64, u64), WorkdirError> {
     match user {
         None | Some("") => Ok((0, 0)),
-        Some(u) => chown::resolve(root, u).map_err(|reason| WorkdirError::User {
+        Some(u) => chown::resolve_or_root(root, u).map_err(|reason| WorkdirError::User {
             user: u.to_owned(),
             reason,
         }),
@@ -191,11 +192,16 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
-        let err = create_in(&root, "/srv/ghost", Some("ghost"), None).unwrap_err();
-        assert!(
-            matches!(&err, WorkdirError::User { user, .. } if user == "ghost"),
-            "{err}"
-        );
-        assert!(err.to_string().contains("/etc/passwd"), "{err}");
+        // Names the image does not know are root, as in BuildKit.
+        create_in(&root, "/srv/ghost", Some("ghost"), None)
+            .unwrap()
+            .unwrap();
+        let st = root
+            .lstat(&LayerPath::new("srv/ghost").unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!((st.uid, st.gid), (0, 0));
+        assert_eq!(ids(Some("app:nogroup")), (1000, 0));
+        assert_eq!(ids(Some("ghost:staff")), (0, 50));
     }
 }

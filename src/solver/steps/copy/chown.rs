@@ -25,6 +25,16 @@ const MAX_FILE_BYTES: u64 = 10 << 20;
 
 /// Resolve a `--chown` value to numeric ids.
 pub fn resolve(root: &InRoot, spec: &str) -> Result<(u64, u64), String> {
+    resolve_with(root, spec, false)
+}
+
+/// [`resolve`] as BuildKit's `readUser` does it: a name missing from the image's files is 0
+/// (WORKDIR's owner, which the user did not ask for explicitly).
+pub fn resolve_or_root(root: &InRoot, spec: &str) -> Result<(u64, u64), String> {
+    resolve_with(root, spec, true)
+}
+
+fn resolve_with(root: &InRoot, spec: &str, missing_is_root: bool) -> Result<(u64, u64), String> {
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
@@ -45,6 +55,7 @@ pub fn resolve(root: &InRoot, spec: &str) -> Result<(u64, u64), String> {
                         .flatten()
                 })
                 .next()
+                .or(missing_is_root.then_some((0, 0)))
                 .ok_or_else(|| {
                     format!("unable to find user {user}: no matching entries in /etc/passwd of the image")
                 })?
@@ -67,6 +78,7 @@ pub fn resolve(root: &InRoot, spec: &str) -> Result<(u64, u64), String> {
                             .flatten()
                     })
                     .next()
+                    .or(missing_is_root.then_some(0))
                     .ok_or_else(|| {
                         format!("unable to find group {g}: no matching entries in /etc/group of the image")
                     })?
