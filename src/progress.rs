@@ -76,8 +76,10 @@ pub enum Event {
         key: String,
         reason: String,
     },
-    /// A base image is being fetched from a registry.
+    /// A base image is being fetched from a registry, for `step` (the FROM, or the step whose
+    /// `--from`/`--mount from=` names the image) when there is one.
     Pulling {
+        step: Option<StepId>,
         reference: String,
     },
     /// The image was exported: config digest (image ID) and manifest digest.

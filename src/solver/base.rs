@@ -27,6 +27,7 @@ pub fn resolve(
     stage: &frontend::Stage,
     done: &BTreeMap<usize, StageState>,
     created: &str,
+    step: &StepId,
 ) -> Result<StageState, StepError> {
     if let Some(p) = &stage.platform {
         check_native(p)?;
@@ -51,7 +52,7 @@ pub fn resolve(
                     reference: reference.clone(),
                     source: e.into(),
                 })?;
-                let mut state = image_state(env, &r, created)?;
+                let mut state = image_state(env, &r, created, step)?;
                 run_triggers(env, &mut state, &r, done)?;
                 state
             }
@@ -68,6 +69,7 @@ pub fn image_state(
     env: &StepEnv<'_>,
     r: &ImageRef,
     created: &str,
+    step: &StepId,
 ) -> Result<StageState, StepError> {
     let local = if env.pull {
         None
@@ -78,6 +80,7 @@ pub fn image_state(
         Some(image) => image,
         None => {
             env.reporter.event(Event::Pulling {
+                step: Some(step.clone()),
                 reference: r.to_string(),
             });
             registry::pull(env.store, r, env.registry, &NoopObserver).map_err(|e| {

@@ -259,13 +259,14 @@ impl StageGraph {
             total: self.total,
         };
         let first = self.first_index[i];
+        let from = step_id(first);
         let mut state = reported(
             env,
-            step_id(first),
+            from.clone(),
             &stage.original,
             stage.location.span,
             None,
-            || base::resolve(env, stage, &done, created),
+            || base::resolve(env, stage, &done, created, &from),
         )?;
         let lookups = env
             .cache

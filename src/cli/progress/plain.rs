@@ -199,6 +199,7 @@ mod tests {
                 (
                     1,
                     Event::Pulling {
+                        step: Some(s(1)),
                         reference: "docker.io/library/busybox:latest".into(),
                     },
                 ),
@@ -367,6 +368,54 @@ mod tests {
 #3 [c 3/4] COPY --from=a / /
 #3 CANCELED
 "
+        );
+    }
+
+    /// Two stages start from images at once: each pull is a status of its own FROM, not of
+    /// whichever step started last.
+    #[test]
+    fn a_pull_is_shown_under_the_step_that_pulls() {
+        let a = step("a", 1);
+        let b = step("b", 2);
+        let started = |step: &StepId, text: &str| Event::StepStarted {
+            step: step.clone(),
+            text: text.into(),
+        };
+        let pulling = |step: &StepId, image: &str| Event::Pulling {
+            step: Some(step.clone()),
+            reference: image.into(),
+        };
+        let finished = |step: &StepId, at: u64| Event::StepFinished {
+            step: step.clone(),
+            elapsed: ms(at),
+        };
+        let out = render(
+            &[
+                (0, started(&a, "FROM x")),
+                (1, started(&b, "FROM y")),
+                (2, pulling(&a, "docker.io/library/x:latest")),
+                (3, pulling(&b, "docker.io/library/y:latest")),
+                (100, finished(&a, 100)),
+                (200, finished(&b, 199)),
+            ],
+            201,
+        );
+        let a_block = out
+            .split("\n\n")
+            .find(|b| b.contains("DONE") && b.contains("[a 1/4]"));
+        let a_block = a_block.unwrap_or_else(|| panic!("{out}"));
+        assert!(
+            a_block.contains("resolve docker.io/library/x:latest"),
+            "{out}"
+        );
+        assert!(!a_block.contains("library/y"), "{out}");
+        let b_block = out
+            .split("\n\n")
+            .find(|b| b.contains("DONE") && b.contains("[b 2/4]"));
+        let b_block = b_block.unwrap_or_else(|| panic!("{out}"));
+        assert!(
+            b_block.contains("resolve docker.io/library/y:latest"),
+            "{out}"
         );
     }
 

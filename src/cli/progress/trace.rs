@@ -245,11 +245,16 @@ impl Trace {
                 };
                 out = self.apply(&line, at);
             }
-            Event::Pulling { reference } => {
-                // A pull happens inside a FROM step: a status of the step that is running (the
-                // latest, when several are); outside any step, a vertex of its own.
+            Event::Pulling { step, reference } => {
+                // A pull happens inside a step (a FROM, a `--from`): a status of that step (of
+                // the latest running one when the event names none); outside any step, a
+                // vertex of its own.
                 let id = format!("resolve {reference}");
-                match self.latest_running_step() {
+                let vertex = match step {
+                    Some(step) => Some(self.step_vertex(step, None, at, &mut out)),
+                    None => self.latest_running_step(),
+                };
+                match vertex {
                     Some(i) => self.add_status(i, id, at, false, &mut out),
                     None => {
                         let i = self.push_vertex(

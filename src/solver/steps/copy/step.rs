@@ -262,7 +262,7 @@ fn from_state(
                 reference: name.clone(),
                 source: e.into(),
             })?;
-            crate::solver::base::image_state(env, &r, "")
+            crate::solver::base::image_state(env, &r, "", &place.id)
         }
     }
 }

@@ -95,7 +95,7 @@ impl RunEnv<'_> {
             reference: from.to_owned(),
             source: e.into(),
         })?;
-        super::super::base::image_state(self.step, &r, "")
+        super::super::base::image_state(self.step, &r, "", &self.step_id)
     }
 }
 

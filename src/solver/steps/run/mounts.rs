@@ -137,9 +137,12 @@ pub fn bind_from<'c>(env: &RunEnv<'c>, from: Option<&str>) -> Result<BindFrom<'c
     Ok(match (from, named) {
         (None, _) => BindFrom::Local(env.step.ctx),
         (_, Some(Named::Dir(dir))) => BindFrom::Local(dir),
-        (_, Some(Named::Image(r))) => {
-            BindFrom::State(Box::new(crate::solver::base::image_state(env.step, r, "")?))
-        }
+        (_, Some(Named::Image(r))) => BindFrom::State(Box::new(crate::solver::base::image_state(
+            env.step,
+            r,
+            "",
+            &env.step_id,
+        )?)),
         (Some(from), None) => BindFrom::State(Box::new(env.stage_or_image(from)?)),
     })
 }
