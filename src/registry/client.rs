@@ -129,7 +129,8 @@ impl Client {
         let mut last_error = None;
         for &scheme in endpoint::candidates(security) {
             let verify = matches!(scheme, Scheme::Https { verify: true });
-            let agent = transport::agent(verify);
+            let https = matches!(scheme, Scheme::Https { .. });
+            let agent = transport::agent(host, https, verify)?;
             let base =
                 endpoint::base_url(scheme, host).map_err(|e| bad_url(host, "the API base", e))?;
             match ping(&agent, &base) {

@@ -38,6 +38,22 @@ pub enum RegistryError {
         source: Box<ureq::Error>,
     },
 
+    /// A certificate or key of a `certs.d` directory could not be read or parsed.
+    #[error("registry {host}: certificate file {path}: {reason}")]
+    CertsDir {
+        host: String,
+        path: std::path::PathBuf,
+        reason: String,
+    },
+
+    /// The proxy the environment names for a registry is not a usable proxy URL.
+    #[error("registry {host}: proxy {url} (from the environment): {reason}")]
+    Proxy {
+        host: String,
+        url: String,
+        reason: String,
+    },
+
     /// A connection was made but the exchange broke down (reset, timeout, malformed HTTP).
     #[error("{method} {url} to registry {host} failed: {reason}")]
     Transport {

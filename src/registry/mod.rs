@@ -26,6 +26,7 @@ mod manifest;
 mod observer;
 mod pull;
 mod push;
+mod tls;
 mod transport;
 
 pub use auth::login::{LoginOutcome, login};

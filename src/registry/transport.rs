@@ -14,6 +14,7 @@ use ureq::tls::{RootCerts, TlsConfig, TlsProvider};
 use url::Url;
 
 use super::error::RegistryError;
+use super::tls;
 
 const USER_AGENT: &str = concat!("kiln/", env!("CARGO_PKG_VERSION"));
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -24,16 +25,39 @@ const STALL_TIMEOUT: Duration = Duration::from_secs(120);
 /// Redirects followed for GET/HEAD (blob downloads are often redirected to object storage).
 const MAX_REDIRECTS: u32 = 10;
 
-/// An agent for one registry endpoint. With `verify_tls`, certificates are checked against the
-/// platform's trust store; without, any certificate is accepted (insecure registries only).
-pub fn agent(verify_tls: bool) -> ureq::Agent {
+/// An agent for one endpoint of registry `host` (`host[:port]`), over HTTPS or plain HTTP.
+/// With `verify_tls`, certificates are checked against the platform's trust store, plus the
+/// registry's own CAs from the `certs.d` directories (see `tls`); without, any certificate is
+/// accepted (insecure registries only). A client certificate found there is offered either way.
+/// The proxy is chosen from the environment as Docker does (`tls::proxy_url`).
+pub fn agent(host: &str, https: bool, verify_tls: bool) -> Result<ureq::Agent, RegistryError> {
+    let certs = tls::host_certs(&tls::certs_dirs(), host)?;
+    let roots = if certs.roots.is_empty() {
+        RootCerts::PlatformVerifier
+    } else {
+        let mut roots = tls::system_roots();
+        roots.extend(certs.roots);
+        RootCerts::new_with_certs(&roots)
+    };
     let tls = TlsConfig::builder()
         .provider(TlsProvider::Rustls)
-        .root_certs(RootCerts::PlatformVerifier)
+        .root_certs(roots)
+        .client_cert(certs.client)
         .disable_verification(!verify_tls)
         .build();
+    let env = |name: &str| std::env::var(name).ok();
+    let proxy = tls::proxy_url(host, https, &env)
+        .map(|url| {
+            ureq::Proxy::new(&url).map_err(|e| RegistryError::Proxy {
+                host: host.to_owned(),
+                reason: e.to_string(),
+                url,
+            })
+        })
+        .transpose()?;
     let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
+        .proxy(proxy)
         .tls_config(tls)
         .user_agent(USER_AGENT)
         .max_redirects(MAX_REDIRECTS)
@@ -42,7 +66,7 @@ pub fn agent(verify_tls: bool) -> ureq::Agent {
         .timeout_per_read(Some(STALL_TIMEOUT))
         .timeout_per_write(Some(STALL_TIMEOUT))
         .build();
-    ureq::Agent::new_with_config(config)
+    Ok(ureq::Agent::new_with_config(config))
 }
 
 /// Translate a failed exchange with `url` into an error naming the host and the cause.

@@ -400,7 +400,7 @@ mod tests {
 
     #[test]
     fn basic_challenge_sends_the_password_once_then_gives_up() {
-        let agent = crate::registry::transport::agent(true);
+        let agent = crate::registry::transport::agent("127.0.0.1", false, true).unwrap();
         let basic = challenge::parse(r#"Basic realm="x""#);
         let mut auth = Auth::for_login("reg.example", Credentials::password("u", "p"));
         assert_eq!(auth.renew(&agent, &basic).unwrap(), Renewal::Retry);
@@ -422,7 +422,7 @@ mod tests {
 
     #[test]
     fn observed_basic_challenge_authorizes_the_first_request() {
-        let agent = crate::registry::transport::agent(true);
+        let agent = crate::registry::transport::agent("127.0.0.1", false, true).unwrap();
         let mut auth = Auth::for_login("reg.example", Credentials::password("u", "p"));
         auth.observe(&challenge::parse(r#"Basic realm="Registry Realm""#));
         auth.prepare(&agent).unwrap();
@@ -431,7 +431,7 @@ mod tests {
 
     #[test]
     fn basic_only_or_no_challenge_without_credentials_is_refused_without_requests() {
-        let agent = crate::registry::transport::agent(true);
+        let agent = crate::registry::transport::agent("127.0.0.1", false, true).unwrap();
         let mut auth = Auth::new("reg.example", "app", Access::Pull, no_credentials());
         let basic = challenge::parse(r#"Basic realm="x""#);
         match auth.renew(&agent, &basic).unwrap() {
@@ -449,7 +449,7 @@ mod tests {
 
     #[test]
     fn refused_scope_is_not_retried_forever() {
-        let agent = crate::registry::transport::agent(true);
+        let agent = crate::registry::transport::agent("127.0.0.1", false, true).unwrap();
         let mut auth = Auth::new("docker.io", "library/nope", Access::Pull, no_credentials());
         auth.token = Some(cache::Token::new(
             "anonymous".into(),
@@ -468,7 +468,7 @@ mod tests {
     #[test]
     fn refused_tokens_are_dropped_and_stale_ones_renewed() {
         use std::time::Duration;
-        let agent = crate::registry::transport::agent(true);
+        let agent = crate::registry::transport::agent("127.0.0.1", false, true).unwrap();
         let (realm, server) = token::tests::serve_once(200, r#"{"token":"second"}"#);
         let c = challenge::parse(&format!(
             r#"Bearer realm="{realm}",service="s",error="invalid_token""#
@@ -515,7 +515,7 @@ mod tests {
         store
             .store("reg.example:5000", &Credentials::password("late", "pw"))
             .unwrap();
-        let agent = crate::registry::transport::agent(true);
+        let agent = crate::registry::transport::agent("127.0.0.1", false, true).unwrap();
         auth.observe(&challenge::parse(r#"Basic realm="x""#));
         auth.prepare(&agent).unwrap();
         assert_eq!(

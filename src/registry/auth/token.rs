@@ -292,7 +292,7 @@ pub(super) mod tests {
     #[test]
     fn password_grant_is_a_get_with_basic_auth_account_and_every_scope() {
         let (realm, server) = serve_once(200, r#"{"token":"t1","expires_in":300}"#);
-        let agent = crate::registry::transport::agent(true);
+        let agent = crate::registry::transport::agent("127.0.0.1", false, true).unwrap();
         let creds = Credentials::password("alice", "s3cret");
         let c = bearer(&realm);
         let issued = fetch(
@@ -330,7 +330,7 @@ pub(super) mod tests {
     #[test]
     fn identity_token_is_an_oauth2_refresh_grant() {
         let (realm, server) = serve_once(200, r#"{"access_token":"t2","refresh_token":"r2"}"#);
-        let agent = crate::registry::transport::agent(true);
+        let agent = crate::registry::transport::agent("127.0.0.1", false, true).unwrap();
         let creds = Credentials::identity_token("", "refresh-1");
         let c = bearer(&realm);
         let issued = fetch(
@@ -370,7 +370,7 @@ pub(super) mod tests {
     #[test]
     fn offline_login_asks_for_a_refresh_token() {
         let (realm, server) = serve_once(200, r#"{"token":"t","refresh_token":"keep-me"}"#);
-        let agent = crate::registry::transport::agent(true);
+        let agent = crate::registry::transport::agent("127.0.0.1", false, true).unwrap();
         let creds = Credentials::password("bob", "pw");
         let c = bearer(&realm);
         let issued = fetch(
@@ -400,7 +400,7 @@ pub(super) mod tests {
             401,
             r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
         );
-        let agent = crate::registry::transport::agent(true);
+        let agent = crate::registry::transport::agent("127.0.0.1", false, true).unwrap();
         let creds = Credentials::password("mallory", "wrong");
         let c = bearer(&realm);
         let err = fetch(

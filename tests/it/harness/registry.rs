@@ -1,7 +1,7 @@
 //! A throw-away OCI distribution registry for tests: Debian's `docker-registry` (distribution
-//! v2.8) listening on 127.0.0.1 on a free port, storing blobs in a temp dir, without TLS;
-//! without authentication, or ([`RegistryAuth`]) with htpasswd Basic auth or bearer tokens from
-//! a token server (see `token_server`).
+//! v2.8) listening on 127.0.0.1 on a free port, storing blobs in a temp dir, over plain HTTP or
+//! ([`Registry::start_tls`]) HTTPS; without authentication, or ([`RegistryAuth`]) with htpasswd
+//! Basic auth or bearer tokens from a token server (see `token_server`).
 
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -92,6 +92,18 @@ impl Registry {
 
     /// [`Registry::start`] with authentication.
     pub fn start_with(auth: &RegistryAuth) -> Result<Registry, Skip> {
+        Self::start_inner(auth, None)
+    }
+
+    /// [`Registry::start`] serving HTTPS only, with the PEM certificate chain and key given.
+    pub fn start_tls(certificate: &Path, key: &Path) -> Result<Registry, Skip> {
+        Self::start_inner(
+            &RegistryAuth::None,
+            Some((certificate.to_path_buf(), key.to_path_buf())),
+        )
+    }
+
+    fn start_inner(auth: &RegistryAuth, tls: Option<(PathBuf, PathBuf)>) -> Result<Registry, Skip> {
         let bin = which("docker-registry").or_else(|skip| {
             let debian = Path::new(DEBIAN_BIN);
             if debian.is_file() {
@@ -112,8 +124,11 @@ impl Registry {
             // Every response carries this header, so we recognise our own registry (and not
             // another one that grabbed the port first).
             let token = format!("{}-{attempt}", dir.path().display());
-            fs_err::write(&config, config_yaml(addr, &data, &token, auth))
-                .unwrap_or_else(|e| panic!("{e}"));
+            fs_err::write(
+                &config,
+                config_yaml(addr, &data, &token, auth, tls.as_ref()),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
             let log_file = std::fs::File::create(&log)
                 .unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
             let log_err = log_file
@@ -138,7 +153,7 @@ impl Registry {
                 .unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()));
 
             let needs_auth = !matches!(auth, RegistryAuth::None);
-            match wait_ready(&mut child, addr, &token, needs_auth) {
+            match wait_ready(&mut child, addr, &token, needs_auth, tls.is_some()) {
                 Ok(()) => return Ok(Registry { child, addr, dir }),
                 Err(not_ready) => {
                     let why = match not_ready {
@@ -280,7 +295,13 @@ fn free_port() -> SocketAddr {
 /// Response header identifying one registry instance.
 const ID_HEADER: &str = "X-Kiln-Test-Registry";
 
-fn config_yaml(addr: SocketAddr, data: &Path, token: &str, auth: &RegistryAuth) -> String {
+fn config_yaml(
+    addr: SocketAddr,
+    data: &Path,
+    token: &str,
+    auth: &RegistryAuth,
+    tls: Option<&(PathBuf, PathBuf)>,
+) -> String {
     // JSON strings are valid YAML scalars: this quotes paths safely.
     let quote = |s: &str| serde_json::to_string(s).unwrap_or_default();
     let data = quote(&data.to_string_lossy());
@@ -304,6 +325,13 @@ fn config_yaml(addr: SocketAddr, data: &Path, token: &str, auth: &RegistryAuth) 
             quote(&root_cert_bundle.to_string_lossy())
         ),
     };
+    let tls = tls.map_or(String::new(), |(certificate, key)| {
+        format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            quote(&certificate.to_string_lossy()),
+            quote(&key.to_string_lossy())
+        )
+    });
     format!(
         "version: 0.1
 log:
@@ -324,7 +352,7 @@ http:
   headers:
     X-Content-Type-Options: [nosniff]
     {ID_HEADER}: [{token}]
-{auth}"
+{tls}{auth}"
     )
 }
 
@@ -334,17 +362,25 @@ fn wait_ready(
     addr: SocketAddr,
     token: &str,
     needs_auth: bool,
+    tls: bool,
 ) -> Result<(), NotReady> {
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             return Err(NotReady::Exited(status));
         }
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-            && http::request(addr, "GET", "/v2/", &[], &[]).is_ok_and(|r| {
+        // An HTTPS-only registry answers plain HTTP with Go's 400 "Client sent an HTTP request
+        // to an HTTPS server" (without our header: the port was free a moment before).
+        let ready = |r: &Response| {
+            if tls {
+                r.status == 400 && r.text().contains("HTTPS server")
+            } else {
                 let expected = if needs_auth { 401 } else { 200 };
                 r.status == expected && r.header(ID_HEADER) == Some(token)
-            })
+            }
+        };
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+            && http::request(addr, "GET", "/v2/", &[], &[]).is_ok_and(|r| ready(&r))
         {
             return Ok(());
         }
