@@ -13,6 +13,7 @@
 //! a reader or writer), unpacking layers into snapshots (the CLI does that after a load, as for a
 //! pull), or choosing which images to save (the CLI resolves names).
 
+pub mod compression;
 pub mod docker;
 pub mod load;
 mod scan;

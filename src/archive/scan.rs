@@ -21,42 +21,7 @@ const BUFFER: usize = 256 * 1024;
 /// How many links are followed before a lookup gives up (a loop).
 const MAX_LINK_HOPS: usize = 16;
 
-/// Compression of the archive as a whole or of one file in it, by magic bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    None,
-    Gzip,
-    Bzip2,
-    Xz,
-    Zstd,
-}
-
-impl Compression {
-    /// Detect from the first bytes (at least 6 when the stream has them).
-    pub fn detect(magic: &[u8]) -> Self {
-        if magic.starts_with(&[0x1f, 0x8b]) {
-            Compression::Gzip
-        } else if magic.starts_with(b"BZh") {
-            Compression::Bzip2
-        } else if magic.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
-            Compression::Xz
-        } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Compression::Zstd
-        } else {
-            Compression::None
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Compression::None => "uncompressed",
-            Compression::Gzip => "gzip",
-            Compression::Bzip2 => "bzip2",
-            Compression::Xz => "xz",
-            Compression::Zstd => "zstd",
-        }
-    }
-}
+pub use super::compression::Compression;
 
 /// One staged file of the archive.
 #[derive(Debug)]
@@ -200,15 +165,9 @@ fn decompress<'a>(mut input: impl Read + 'a) -> Result<Box<dyn Read + 'a>, Archi
     }
     let compression = Compression::detect(&magic);
     let stream = Cursor::new(magic).chain(input);
-    Ok(match compression {
-        Compression::None => Box::new(stream),
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(stream)),
-        Compression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(stream)),
-        Compression::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(stream)),
-        Compression::Zstd => {
-            Box::new(zstd::stream::read::Decoder::new(stream).map_err(ArchiveError::Read)?)
-        }
-    })
+    Ok(Box::new(
+        compression.decoder(stream).map_err(ArchiveError::Read)?,
+    ))
 }
 
 /// Hashes the decompressed bytes of a compressed file as its compressed bytes are written.
@@ -375,19 +334,6 @@ mod tests {
         assert_eq!(normalize("a/../b/./c").as_deref(), Some("b/c"));
         assert_eq!(normalize("../x"), None);
         assert_eq!(normalize("./"), None);
-    }
-
-    #[test]
-    fn compression_by_magic() {
-        assert_eq!(Compression::detect(&[0x1f, 0x8b, 8, 0]), Compression::Gzip);
-        assert_eq!(
-            Compression::detect(&[0x28, 0xb5, 0x2f, 0xfd, 0]),
-            Compression::Zstd
-        );
-        assert_eq!(Compression::detect(b"BZh91A"), Compression::Bzip2);
-        assert_eq!(Compression::detect(b"\xfd7zXZ\x00"), Compression::Xz);
-        assert_eq!(Compression::detect(b"{\"a\""), Compression::None);
-        assert_eq!(Compression::detect(b""), Compression::None);
     }
 
     #[test]

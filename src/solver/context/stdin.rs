@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use snapshotter::apply::{ApplyExpect, ApplyOptions, Durability, WhiteoutMode, apply};
 
 use super::ContextError;
+use crate::archive::compression::Compression;
 
 /// The size of a tar header block.
 const BLOCK: usize = 512;
@@ -62,29 +63,20 @@ pub fn empty(scratch_parent: &Path) -> Result<StdinContext, ContextError> {
 }
 
 /// The compression of a stream, from its first bytes.
+/// What stdin holds: a compressed stream (a compressed tar), a plain tar, or anything else (a
+/// Dockerfile).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
-    Gzip,
-    Bzip2,
-    Xz,
-    Zstd,
+    Compressed(Compression),
     Tar,
     Other,
 }
 
 fn detect(prefix: &[u8]) -> Format {
-    if prefix.starts_with(&[0x1f, 0x8b]) {
-        Format::Gzip
-    } else if prefix.starts_with(b"BZh") {
-        Format::Bzip2
-    } else if prefix.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
-        Format::Xz
-    } else if prefix.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Format::Zstd
-    } else if is_tar_header(prefix) {
-        Format::Tar
-    } else {
-        Format::Other
+    match Compression::detect(prefix) {
+        Compression::None if is_tar_header(prefix) => Format::Tar,
+        Compression::None => Format::Other,
+        compressed => Format::Compressed(compressed),
     }
 }
 
@@ -146,10 +138,11 @@ pub fn read(
     let mut opts = ApplyOptions::new(WhiteoutMode::Delete);
     opts.durability = Durability::NoSync;
     let decoded: Box<dyn Read + Send> = match format {
-        Format::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(stream)),
-        Format::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(stream)),
+        Format::Compressed(c @ (Compression::Bzip2 | Compression::Xz)) => {
+            Box::new(c.decoder(stream)?)
+        }
         // gzip, zstd and plain tar are decoded by `apply`, which sniffs the same magic bytes.
-        Format::Gzip | Format::Zstd | Format::Tar | Format::Other => Box::new(stream),
+        Format::Compressed(_) | Format::Tar | Format::Other => Box::new(stream),
     };
     apply(decoded, &root, ApplyExpect::default(), &opts)
         .map_err(|e| ContextError::Archive(Box::new(e)))?;

@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 
 use snapshotter::layer::LayerPath;
 
+use crate::archive::compression::Compression;
 use crate::solver::inroot::{InRoot, InRootError, StatKind};
 
 /// Why an archive could not be extracted.
@@ -60,41 +61,11 @@ pub enum ArchiveError {
     InRoot(#[from] InRootError),
 }
 
-/// The compressions `is_archive` recognises.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Compression {
-    None,
-    Gzip,
-    Bzip2,
-    Xz,
-    Zstd,
-}
-
-fn detect(magic: &[u8]) -> Compression {
-    if magic.starts_with(&[0x1f, 0x8b, 0x08]) {
-        Compression::Gzip
-    } else if magic.starts_with(b"BZh") {
-        Compression::Bzip2
-    } else if magic.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
-        Compression::Xz
-    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Compression::Zstd
-    } else {
-        Compression::None
-    }
-}
-
 /// The decompressed stream of the file at `path`.
 fn open(path: &Path) -> std::io::Result<Box<dyn Read>> {
     let mut file = BufReader::new(fs_err::File::open(path)?);
     let magic = file.fill_buf()?.to_vec();
-    Ok(match detect(&magic) {
-        Compression::None => Box::new(file),
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(file)),
-        Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(file)),
-        Compression::Xz => Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(file)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(file)?),
-    })
+    Ok(Box::new(Compression::detect(&magic).decoder(file)?))
 }
 
 /// Whether the regular file at `path` is a (possibly compressed) tar archive: its first 512
