@@ -535,18 +535,7 @@ fn snapshot_inodes(root: &Path, name: &str) -> Vec<(u64, u64)> {
 #[test]
 fn a_copy_run_again_links_its_unchanged_files_and_gives_the_layer_a_fresh_store_gives() {
     let f = skip_unless!(Fixture::new());
-    let mut files: Vec<(String, String)> = (0..50)
-        .map(|i| (format!("data/f{i:03}.txt"), format!("file {i}\n")))
-        .collect();
-    files.push((
-        "Dockerfile".into(),
-        "FROM busybox:local\nCOPY data/ /srv/data/\n".into(),
-    ));
-    let refs: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
-    write_files(f.ctx.path(), &refs);
+    copy_data_context(&f, 50, |i| format!("file {i}\n"));
     // Sources changed less than a second before a copy are never linked from it.
     std::thread::sleep(std::time::Duration::from_millis(1100));
     f.build(&[]);
@@ -578,11 +567,34 @@ fn a_copy_run_again_links_its_unchanged_files_and_gives_the_layer_a_fresh_store_
         assert_ne!(ids[0], ids[1], "{changed} was written again");
     }
     // Byte for byte what a store that never saw the earlier build makes.
-    let fresh = skip_unless!(busybox_store(&[]));
+    skip_unless!(assert_layers_of_a_fresh_store(&f));
+}
+
+/// A context of `n` files `data/fNNN.txt` (with `content(i)`) and a Dockerfile copying them.
+fn copy_data_context(f: &Fixture, n: usize, content: impl Fn(usize) -> String) {
+    let mut files: Vec<(String, String)> = (0..n)
+        .map(|i| (format!("data/f{i:03}.txt"), content(i)))
+        .collect();
+    files.push((
+        "Dockerfile".into(),
+        "FROM busybox:local\nCOPY data/ /srv/data/\n".into(),
+    ));
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    write_files(f.ctx.path(), &refs);
+}
+
+/// The layers of `test:1` are those a store that never saw an earlier build makes of the
+/// context.
+fn assert_layers_of_a_fresh_store(f: &Fixture) -> Result<(), Skip> {
+    let fresh = busybox_store(&[])?;
     let ctx = f.ctx.path().to_str().unwrap();
     kiln(fresh.path(), &["build", "-q", "-t", "test:1", ctx]).ok();
     let layers = |root: &Path| crate::support::manifest_layers(root, "test:1");
     assert_eq!(layers(f.root.path()), layers(fresh.path()));
+    Ok(())
 }
 
 /// `(atime s, atime ns)` of a file.
@@ -601,18 +613,7 @@ fn atime_of(path: &Path) -> (i64, i64) {
 fn a_copy_run_again_takes_the_unchanged_part_of_its_layer_without_reading_it() {
     let f = skip_unless!(Fixture::new());
     let body = "y".repeat(32 * 1024);
-    let mut files: Vec<(String, String)> = (0..40)
-        .map(|i| (format!("data/f{i:03}.txt"), format!("{i}{body}")))
-        .collect();
-    files.push((
-        "Dockerfile".into(),
-        "FROM busybox:local\nCOPY data/ /srv/data/\n".into(),
-    ));
-    let refs: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
-    write_files(f.ctx.path(), &refs);
+    copy_data_context(&f, 40, |i| format!("{i}{body}"));
     // Identities key members only once their ctime is older than the encoder's racy margin.
     std::thread::sleep(std::time::Duration::from_millis(2100));
     f.build(&[]);
@@ -639,11 +640,7 @@ fn a_copy_run_again_takes_the_unchanged_part_of_its_layer_without_reading_it() {
         atime_of(&first[0]) != before,
         "the store's filesystem does not update atimes (noatime)"
     ));
-    let fresh = skip_unless!(busybox_store(&[]));
-    let ctx = f.ctx.path().to_str().unwrap();
-    kiln(fresh.path(), &["build", "-q", "-t", "test:1", ctx]).ok();
-    let layers = |root: &Path| crate::support::manifest_layers(root, "test:1");
-    assert_eq!(layers(f.root.path()), layers(fresh.path()));
+    skip_unless!(assert_layers_of_a_fresh_store(&f));
 }
 
 /// Every file named `name` in the store's snapshot directories.
