@@ -125,7 +125,9 @@ impl Client {
         opts: &RegistryOptions,
     ) -> Result<Self> {
         let host = endpoint::api_host(registry);
-        let security = endpoint::security(registry, opts.tls_verify);
+        let declared_insecure = opts.tls_verify.is_none()
+            && super::config::Insecure::load()?.contains(endpoint::api_host(registry));
+        let security = endpoint::security(registry, opts.tls_verify, declared_insecure);
         let mut last_error = None;
         for &scheme in endpoint::candidates(security) {
             let verify = matches!(scheme, Scheme::Https { verify: true });

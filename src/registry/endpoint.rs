@@ -50,14 +50,15 @@ pub fn api_host(domain: &str) -> &str {
     }
 }
 
-/// The security of `domain` given the user's `--tls-verify` (`None` when not given): an
-/// explicit choice wins; otherwise loopback registries are insecure (as in Docker, where
-/// `127.0.0.0/8` is an insecure registry by default) and all others need verified TLS.
-pub fn security(domain: &str, tls_verify: Option<bool>) -> Security {
+/// The security of `domain` given the user's `--tls-verify` (`None` when not given) and
+/// whether the configuration declares it insecure (`config`): an explicit choice wins;
+/// otherwise loopback registries (as in Docker, where `127.0.0.0/8` is an insecure registry by
+/// default) and declared ones are insecure, and all others need verified TLS.
+pub fn security(domain: &str, tls_verify: Option<bool>, declared_insecure: bool) -> Security {
     match tls_verify {
         Some(true) => Security::Verified,
         Some(false) => Security::Insecure,
-        None if is_loopback(domain) => Security::Insecure,
+        None if declared_insecure || is_loopback(domain) => Security::Insecure,
         None => Security::Verified,
     }
 }
@@ -175,16 +176,29 @@ mod tests {
     }
 
     #[test]
-    fn scheme_choice_follows_tls_verify_then_loopback() {
-        assert_eq!(security("docker.io", None), Security::Verified);
-        assert_eq!(security("localhost:5000", None), Security::Insecure);
-        assert_eq!(security("127.0.0.1:5000", None), Security::Insecure);
-        assert_eq!(security("[::1]:5000", None), Security::Insecure);
+    fn scheme_choice_follows_tls_verify_then_loopback_and_configuration() {
+        assert_eq!(security("docker.io", None, false), Security::Verified);
+        assert_eq!(security("localhost:5000", None, false), Security::Insecure);
+        assert_eq!(security("127.0.0.1:5000", None, false), Security::Insecure);
+        assert_eq!(security("[::1]:5000", None, false), Security::Insecure);
         assert_eq!(
-            security("registry.internal:5000", Some(false)),
+            security("registry.internal:5000", Some(false), false),
             Security::Insecure
         );
-        assert_eq!(security("localhost:5000", Some(true)), Security::Verified);
+        assert_eq!(
+            security("registry.internal:5000", None, true),
+            Security::Insecure,
+            "declared insecure in registries.conf or daemon.json"
+        );
+        assert_eq!(
+            security("registry.internal:5000", Some(true), true),
+            Security::Verified,
+            "--tls-verify=true wins"
+        );
+        assert_eq!(
+            security("localhost:5000", Some(true), false),
+            Security::Verified
+        );
         assert_eq!(
             candidates(Security::Verified),
             &[Scheme::Https { verify: true }]

@@ -46,6 +46,13 @@ pub enum RegistryError {
         reason: String,
     },
 
+    /// A registries configuration file (registries.conf, daemon.json) could not be read.
+    #[error("registry configuration {path}: {reason}")]
+    Config {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+
     /// The proxy the environment names for a registry is not a usable proxy URL.
     #[error("registry {host}: proxy {url} (from the environment): {reason}")]
     Proxy {

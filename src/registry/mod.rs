@@ -19,6 +19,7 @@
 
 mod auth;
 mod client;
+mod config;
 pub mod credentials;
 mod endpoint;
 mod error;

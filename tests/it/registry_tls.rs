@@ -1,9 +1,9 @@
 //! Registry transport end to end: HTTPS with a registry's own CA from a `certs.d` directory (an
 //! openssl-made CA and a `docker-registry` serving TLS), and plain-HTTP registries reached
 //! through a proxy named by `HTTP_PROXY` (a `CONNECT` proxy in this file, on 127.0.0.1, in front
-//! of the registry), loopback registries directly. `cargo test --test it registry_tls`. All
-//! traffic goes to 127.0.0.1: the proxied registry's name (`kiln-test-registry.invalid`) is only
-//! ever sent to the proxy, never resolved.
+//! of the registry), loopback registries directly; and a registry `registries.conf` declares
+//! insecure. `cargo test --test it registry_tls`. All traffic goes to 127.0.0.1: the proxied
+//! registries' names (`*.invalid`) are only ever sent to the proxy, never resolved.
 
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -278,4 +278,57 @@ fn http_proxy_carries_registry_traffic_except_to_loopback() {
         before,
         "a loopback registry went through the proxy"
     );
+}
+
+/// A registry that registries.conf declares `insecure` is used with unverified HTTPS, as
+/// Podman does; undeclared, its self-signed certificate is refused. Reached by a name through
+/// the `CONNECT` proxy, since loopback registries are insecure by default anyway.
+#[test]
+fn a_registry_declared_insecure_in_registries_conf_skips_verification() {
+    skip_unless!(harness::root_required());
+    let home = harness::tempdir();
+    let (_ca, cert, key) = skip_unless!(certificates(home.path()));
+    skip_unless!(seeded(home.path()));
+    let registry = skip_unless!(Registry::start_tls(&cert, &key));
+    let relay = Relay::start(registry.addr());
+    let host = format!("kiln-insecure.invalid:{}", registry.addr().port());
+    let target = format!("{host}/team/app:1");
+    let proxy = format!("http://{}", relay.addr);
+    let conf = home.path().join("registries.conf");
+    fs_err::write(&conf, "unqualified-search-registries = []\n").unwrap();
+    let push = || {
+        kiln(
+            home.path(),
+            "store",
+            &["push", "busybox:local", &target],
+            &[
+                ("HTTPS_PROXY", proxy.as_str()),
+                ("CONTAINERS_REGISTRIES_CONF", conf.to_str().unwrap()),
+            ],
+        )
+    };
+    let refused = push();
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("tls"),
+        "{}",
+        text(&refused)
+    );
+    fs_err::write(
+        &conf,
+        format!("[[registry]]\nlocation = \"{host}\"\ninsecure = true\n"),
+    )
+    .unwrap();
+    let pushed = push();
+    assert!(pushed.status.success(), "{}", text(&pushed));
+    let pulled = kiln(
+        home.path(),
+        "fresh",
+        &["pull", &target],
+        &[
+            ("HTTPS_PROXY", proxy.as_str()),
+            ("CONTAINERS_REGISTRIES_CONF", conf.to_str().unwrap()),
+        ],
+    );
+    assert!(pulled.status.success(), "{}", text(&pulled));
 }
