@@ -20,6 +20,7 @@ mod interop;
 mod oci_runtime;
 mod oci_schema;
 mod registry_client;
+mod registry_faults;
 mod sandbox;
 mod sandbox_userns;
 mod snapshots;

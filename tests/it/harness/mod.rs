@@ -35,6 +35,7 @@
 #![allow(dead_code)]
 
 pub mod docker;
+pub mod faultproxy;
 mod fixtures;
 mod http;
 mod registry;
