@@ -8,7 +8,7 @@
 #   benches/push-pull-vs-skopeo.sh
 #
 # push:  kiln `push IMAGE DEST` from its store vs `skopeo copy oci:LAYOUT docker://DEST`, each
-#        run to a new repository (nothing to skip).
+#        run against a new, empty registry (nothing to skip or mount).
 # pull:  kiln `pull` into an empty store vs `skopeo copy docker://SRC oci:NEW_LAYOUT`.
 # Env: RUNS (3), SIZE_MB (500), LAYERS (5), KILN (default target/release/kiln, built with
 # `cargo build --release` when missing), WORK (a temp dir under /var/tmp). Not run in CI.
@@ -42,9 +42,15 @@ log: {level: error}
 storage: {filesystem: {rootdirectory: $WORK/registry}, delete: {enabled: true}}
 http: {addr: $REG}
 EOF
-"$REGISTRY_BIN" serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
-REG_PID=$!
-for _ in $(seq 50); do curl -fsS "http://$REG/v2/" >/dev/null 2>&1 && break; sleep 0.2; done
+# A fresh registry for each run: skopeo's blob-info cache would otherwise turn its later
+# pushes into cross-repository mounts of what the earlier runs uploaded.
+registry_up() {
+  if [ -n "$REG_PID" ]; then kill "$REG_PID"; wait "$REG_PID" 2>/dev/null || true; fi
+  rm -rf "$WORK/registry"
+  "$REGISTRY_BIN" serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
+  REG_PID=$!
+  for _ in $(seq 50); do curl -fsS "http://$REG/v2/" >/dev/null 2>&1 && break; sleep 0.2; done
+}
 
 # The image: an OCI layout with LAYERS tar layers of random bytes, loaded into a kiln store.
 python3 - "$WORK/layout" "$SIZE_MB" "$LAYERS" <<'PY'
@@ -86,6 +92,7 @@ now() { date +%s.%N; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 declare -A T
 for run in $(seq "$RUNS"); do
+  registry_up
   t0=$(now); "$KILN" --root "$STORE" push -q "$IMAGE" "$REG/kiln$run/big:v1" >/dev/null; t1=$(now)
   T[kiln_push]+="$(echo "$t1 - $t0" | bc) "
   t0=$(now); skopeo copy -q --dest-tls-verify=false "oci:$WORK/layout:v1" "docker://$REG/skopeo$run/big:v1"; t1=$(now)
@@ -97,7 +104,7 @@ for run in $(seq "$RUNS"); do
   T[skopeo_pull]+="$(echo "$t1 - $t0" | bc) "
 done
 for run in $(seq "$RUNS"); do
-  t0=$(now); "$KILN" --root "$STORE" push -q "$IMAGE" "$REG/kiln1/big:v1" >/dev/null; t1=$(now)
+  t0=$(now); "$KILN" --root "$STORE" push -q "$IMAGE" "$REG/kiln$RUNS/big:v1" >/dev/null; t1=$(now)
   T[kiln_push_present]+="$(echo "($t1 - $t0) * 1000" | bc) "
 done
 med() { tr ' ' '\n' <<<"${T[$1]}" | grep . | median; }

@@ -161,9 +161,11 @@ impl Download<'_> {
             })?;
         Ok(Sink::new(
             writer,
+            // An uncompressed layer's DiffID is its digest, which the store computes anyway.
             self.wanted
                 .diff_id
-                .and(layer_compression(&self.wanted.desc.media_type)),
+                .and(layer_compression(&self.wanted.desc.media_type))
+                .filter(|c| *c != Compression::Plain),
         ))
     }
 
@@ -248,6 +250,11 @@ impl Download<'_> {
                 actual: info.size,
             });
         }
+        let uncompressed = if layer_compression(&desc.media_type) == Some(Compression::Plain) {
+            Ok(Some(info.digest))
+        } else {
+            uncompressed
+        };
         if let Some(want) = self.wanted.diff_id {
             match uncompressed {
                 Ok(Some(got)) if got != want.0 => {
