@@ -241,19 +241,23 @@ pub fn run(
             exported = written.manifest;
         }
     }
-    for tag in outputs.push_names() {
+    // Every name in one push: blobs once per repository, the manifest at each name.
+    let names: Vec<_> = outputs.push_names().into_iter().cloned().collect();
+    if !names.is_empty() {
         let observer = TransferLines {
             direction: Direction::Push,
             quiet,
         };
-        let pushed = registry::push(store, &image, tag, &registry_opts, &observer)?;
+        let pushed = registry::push_all(store, &image, &names, &registry_opts, &observer)?;
         if !quiet {
-            eprintln!(
-                "pushed {}: digest: {} size: {}",
-                tag.familiar(),
-                pushed.digest,
-                pushed.size
-            );
+            for tag in &names {
+                eprintln!(
+                    "pushed {}: digest: {} size: {}",
+                    tag.familiar(),
+                    pushed.digest,
+                    pushed.size
+                );
+            }
         }
     }
     if let Some(path) = &args.metadata_file {

@@ -156,7 +156,6 @@ impl Client {
 
     /// Ask for tokens that may also pull from repository `source` of the same registry (the
     /// source of a cross-repository blob mount).
-    #[expect(dead_code, reason = "push does not mount across repositories yet")]
     pub fn add_mount_source(&self, source: &str) {
         self.auth()
             .add_scope(auth::repository_scope(source, Access::Pull));

@@ -4,31 +4,37 @@
 //! authentication (Basic, and bearer tokens, with credentials from Docker's config file or
 //! credential helpers).
 //!
-//! - [`pull`]: registry → store, digest-verified while streaming, reference set last.
-//! - [`push`]: store → registry, skipping blobs the registry has, streaming the rest.
+//! - [`pull`]: registry → store, digest- and DiffID-verified while streaming, layers in
+//!   parallel, interrupted downloads resumed, reference set last.
+//! - [`push`], [`push_all`]: store → registry, skipping blobs the registry has, mounting or
+//!   uploading the rest (monolithic or chunked, in parallel, resumed), manifest last.
 //! - [`TransferObserver`]: progress events for the CLI.
 //! - [`login`]: check credentials; [`credentials`]: where they are kept.
 //!
 //! Module map: `endpoint` (hosts, schemes, URLs), `transport` (HTTP agents, transport errors),
-//! `auth` (challenges, tokens, login), `credentials` (config file, helpers), `client` (a session with one repository), `manifest`
-//! (fetching and identifying manifests), `pull`, `push`, `observer`, `error`.
+//! `tls` (certs.d certificates, proxies), `config` (insecure registries declared in
+//! registries.conf and daemon.json), `auth` (challenges, tokens, login), `credentials` (config
+//! file, helpers), `client` (a session with one repository), `retry` (backoff), `manifest`
+//! (fetching and identifying manifests), `download` and `upload` (one blob each way), `pull`,
+//! `push`, `observer`, `error`.
 //!
-//! Not responsible for: custom CAs, cross-repository mounts, chunked, resumed or
-//! parallel transfers and retries (issue [F]; `auth`, `transport` and the blob functions of
-//! `pull`/`push` are where they go), nor unpacking layers.
+//! Not responsible for: pull mirrors (not implemented), nor unpacking layers.
 
 mod auth;
 mod client;
 mod config;
 pub mod credentials;
+mod download;
 mod endpoint;
 mod error;
 mod manifest;
 mod observer;
 mod pull;
 mod push;
+mod retry;
 mod tls;
 mod transport;
+mod upload;
 
 pub use auth::login::{LoginOutcome, login};
 pub use credentials::{CredentialStore, Credentials, Secret, StoredIn};
@@ -36,7 +42,7 @@ pub use endpoint::DOCKER_HUB_API_HOST;
 pub use error::{ApiError, ApiErrors, RegistryError, Result};
 pub use observer::{BlobKind, NoopObserver, PROGRESS_STEP, TransferEvent, TransferObserver};
 pub use pull::pull;
-pub use push::push;
+pub use push::{push, push_all};
 
 use crate::image::Platform;
 

@@ -1,33 +1,43 @@
 //! `pull`: registry → local store.
 //!
 //! Order of work, so that a reference never points at an incomplete image: resolve the manifest
-//! (selecting the platform from an index), fetch the config and the layers not already in the
-//! store (each streamed into the content store and committed only if its digest and size match
-//! the descriptor), store the manifest bytes exactly as received, and only then set the
-//! reference. The store's content lease is held throughout, so a concurrent `rmi` cannot delete
-//! a blob this pull has found present and is about to reference.
+//! (selecting the platform from an index), fetch the config, then the layers not already in the
+//! store, several at a time (each streamed into the content store, resumed when its connection
+//! breaks, and committed only if its digest, size and DiffID match; see `download`), store the
+//! manifest bytes exactly as received, and only then set the reference. The store's content
+//! lease is held throughout, so a concurrent `rmi` cannot delete a blob this pull has found
+//! present and is about to reference.
 //!
-//! Not responsible for: unpacking layers into snapshots (the solver and snapshotter do that),
-//! or storing the index of a multi-platform image (only the selected image is kept; its blobs
-//! are what the store's garbage collection tracks).
+//! A reference pinned by digest whose image is already complete in the store is resolved
+//! without contacting the registry: by its reference, by the manifest blob of that digest, or
+//! (for an index digest) by the index blob kept from an earlier pull and the manifest it selects
+//! for the platform. The registry is contacted with retries (see `retry`).
+//!
+//! Not responsible for: unpacking layers into snapshots (the solver and snapshotter do that).
+//! The index of a multi-platform image is kept as a blob only to resolve its digest later; the
+//! reference points at the selected image, whose blobs are what garbage collection tracks.
 
-use std::io::{Read, Write};
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use ureq::http::Method;
+use snapshotter::Digest;
 
 use super::RegistryOptions;
 use super::auth::Access;
-use super::client::{Call, Client, Subject};
-use super::endpoint;
+use super::client::Client;
+use super::download::{self, Wanted};
 use super::error::{RegistryError, Result};
 use super::manifest::{self, Fetched};
-use super::observer::{BlobKind, ProgressReader, TransferEvent, TransferObserver};
-use super::transport;
-use crate::image::{Descriptor, ImageRef, Index, Manifest, Platform, media_type};
+use super::observer::{BlobKind, TransferEvent, TransferObserver};
+use super::retry::{self, Policy};
+use crate::image::{Descriptor, ImageConfig, ImageRef, Index, Manifest, Platform, media_type};
 use crate::store::{Expected, Store, StoreError, StoredImage};
 
-/// Copy buffer for blob downloads.
-const COPY_BUFFER: usize = 256 * 1024;
+/// Blobs downloaded at the same time by one pull (Docker's default), unless
+/// `KILN_MAX_CONCURRENT_DOWNLOADS` says otherwise.
+const PARALLEL_DOWNLOADS: usize = 3;
 
 /// Pull `reference` into `store` and point the reference at it.
 ///
@@ -43,17 +53,46 @@ pub fn pull(
     observer.event(TransferEvent::Resolving {
         reference: reference.clone(),
     });
-    let client = Client::connect(reference, Access::Pull, opts)?;
+    if let Some(image) = local_pinned(store, reference, &opts.platform)? {
+        observer.event(TransferEvent::Resolved {
+            reference: reference.clone(),
+            digest: *reference
+                .digest()
+                .expect("only pinned references resolve locally"),
+            manifest: image.manifest_descriptor.digest,
+        });
+        let blobs = std::iter::once((&image.manifest.config, BlobKind::Config))
+            .chain(image.manifest.layers.iter().map(|l| (l, BlobKind::Layer)));
+        let mut seen = BTreeSet::new();
+        for (desc, kind) in blobs {
+            if seen.insert(desc.digest) {
+                observer.event(TransferEvent::BlobExists {
+                    digest: desc.digest,
+                    kind,
+                });
+            }
+        }
+        return Ok(image);
+    }
+    let policy = Policy::from_env();
+    let client = retry::run(&policy, || Client::connect(reference, Access::Pull, opts))?;
     let shown = reference.familiar();
-    let top = manifest::fetch(
-        &client,
-        &reference.manifest_reference(),
-        &shown,
-        reference.digest(),
-    )?;
+    let top = retry::run(&policy, || {
+        manifest::fetch(
+            &client,
+            &reference.manifest_reference(),
+            &shown,
+            reference.digest(),
+        )
+    })?;
     let top_digest = top.digest;
     let image_manifest = if top.is_index() {
-        select_platform(&client, &top, &shown, &opts.platform)?
+        let selected = retry::run(&policy, || {
+            select_platform(&client, &top, &shown, &opts.platform)
+        })?;
+        // Kept so that this index digest resolves locally next time (see `local_pinned`).
+        put_manifest(store, &top)?;
+        selected
     } else {
         top
     };
@@ -84,10 +123,26 @@ pub fn pull(
         action: "taking the store's content lease".to_owned(),
         source,
     })?;
-    fetch_blob(&client, store, &parsed.config, BlobKind::Config, observer)?;
-    for layer in &parsed.layers {
-        fetch_blob(&client, store, layer, BlobKind::Layer, observer)?;
-    }
+    let config = Wanted {
+        desc: &parsed.config,
+        kind: BlobKind::Config,
+        diff_id: None,
+    };
+    download::fetch_blob(&client, store, &config, &policy, observer)?;
+    let diff_ids = diff_ids(store, &parsed)?;
+    let mut seen = BTreeSet::new();
+    let layers: Vec<Wanted<'_>> = parsed
+        .layers
+        .iter()
+        .zip(diff_ids)
+        .filter(|(layer, _)| seen.insert(layer.digest))
+        .map(|(desc, diff_id)| Wanted {
+            desc,
+            kind: BlobKind::Layer,
+            diff_id,
+        })
+        .collect();
+    fetch_all(&client, store, &layers, &policy, observer)?;
     put_manifest(store, &image_manifest)?;
 
     let stored_ref = match reference.digest() {
@@ -164,104 +219,6 @@ fn select_platform(
     Ok(fetched)
 }
 
-/// Download one blob into the store unless it is there already.
-fn fetch_blob(
-    client: &Client,
-    store: &Store,
-    desc: &Descriptor,
-    kind: BlobKind,
-    observer: &dyn TransferObserver,
-) -> Result<()> {
-    let digest = desc.digest;
-    if store.content().contains(&digest) {
-        observer.event(TransferEvent::BlobExists { digest, kind });
-        return Ok(());
-    }
-    observer.event(TransferEvent::BlobStarted {
-        digest,
-        size: desc.size,
-        kind,
-    });
-    let url = client.url(
-        endpoint::blob_url(client.base(), client.name(), &digest),
-        "a blob",
-    )?;
-    let response = client.send(&Call::new(Method::GET, url.clone()))?;
-    if response.status() != 200 {
-        return Err(client.status_error(
-            &format!("fetching blob {digest}"),
-            Subject::Blob(&digest),
-            response,
-        ));
-    }
-    let what = format!("blob {digest} from {}", client.repository());
-    let mut writer = store
-        .content()
-        .writer()
-        .map_err(|source| RegistryError::Store {
-            action: format!("starting to store {what}"),
-            source,
-        })?;
-    // One byte more than the descriptor allows is enough to detect an oversized blob without
-    // letting a misbehaving registry fill the disk.
-    let body = response
-        .into_body()
-        .into_reader()
-        .take(desc.size.saturating_add(1));
-    let mut reader = ProgressReader::new(body, observer, digest, desc.size);
-    let mut buf = vec![0u8; COPY_BUFFER];
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(source) => {
-                return Err(RegistryError::Receive {
-                    host: transport::host_of(&url),
-                    what: format!("blob {digest}"),
-                    source,
-                });
-            }
-        };
-        writer
-            .write_all(&buf[..n])
-            .map_err(|e| RegistryError::Store {
-                action: format!("writing {what}"),
-                source: StoreError::Io(e),
-            })?;
-    }
-    match writer.commit(Some(Expected {
-        digest,
-        size: Some(desc.size),
-    })) {
-        Ok(_) => {}
-        Err(StoreError::DigestMismatch { expected, actual }) => {
-            return Err(RegistryError::DigestMismatch {
-                what,
-                expected,
-                actual,
-            });
-        }
-        Err(StoreError::SizeMismatch {
-            expected, actual, ..
-        }) => {
-            return Err(RegistryError::SizeMismatch {
-                what,
-                expected,
-                actual,
-            });
-        }
-        Err(source) => {
-            return Err(RegistryError::Store {
-                action: format!("storing {what}"),
-                source,
-            });
-        }
-    }
-    observer.event(TransferEvent::BlobDone { digest, kind });
-    Ok(())
-}
-
 /// Store the manifest bytes as received (their digest was verified when fetched).
 fn put_manifest(store: &Store, fetched: &Fetched) -> Result<()> {
     let action = || format!("storing manifest {}", fetched.digest);
@@ -288,4 +245,133 @@ fn put_manifest(store: &Store, fetched: &Fetched) -> Result<()> {
             source,
         })?;
     Ok(())
+}
+
+/// The DiffID of each layer, from the (stored) config; `None`s when the config does not list
+/// one per layer (nothing to verify against).
+fn diff_ids(store: &Store, manifest: &Manifest) -> Result<Vec<Option<snapshotter::DiffId>>> {
+    let digest = manifest.config.digest;
+    let bytes = store
+        .content()
+        .read(&digest)
+        .map_err(|source| RegistryError::Store {
+            action: format!("reading config {digest}"),
+            source,
+        })?;
+    let listed = serde_json::from_slice::<ImageConfig>(&bytes)
+        .map(|c| c.rootfs.diff_ids)
+        .unwrap_or_default();
+    if listed.len() == manifest.layers.len() {
+        Ok(listed.into_iter().map(Some).collect())
+    } else {
+        Ok(vec![None; manifest.layers.len()])
+    }
+}
+
+/// Downloads at the same time: `KILN_MAX_CONCURRENT_DOWNLOADS`, else [`PARALLEL_DOWNLOADS`].
+fn parallelism() -> usize {
+    std::env::var("KILN_MAX_CONCURRENT_DOWNLOADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(PARALLEL_DOWNLOADS)
+}
+
+/// Download `blobs`, a bounded number at a time. The first failure stops blobs not yet started
+/// and is returned once the running ones end.
+fn fetch_all(
+    client: &Client,
+    store: &Store,
+    blobs: &[Wanted<'_>],
+    policy: &Policy,
+    observer: &dyn TransferObserver,
+) -> Result<()> {
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let first_error = Mutex::new(None);
+    let workers = parallelism().min(blobs.len());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                while !failed.load(Ordering::SeqCst) {
+                    let Some(wanted) = blobs.get(next.fetch_add(1, Ordering::SeqCst)) else {
+                        break;
+                    };
+                    if let Err(e) = download::fetch_blob(client, store, wanted, policy, observer) {
+                        failed.store(true, Ordering::SeqCst);
+                        first_error
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .get_or_insert(e);
+                    }
+                }
+            });
+        }
+    });
+    match first_error
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// A reference pinned by digest whose image is complete in the store, found without the
+/// registry: by the reference itself, else by the stored manifest or index blob of that digest
+/// (an index selects the manifest for `platform`). The reference is then set, as a pull would.
+fn local_pinned(
+    store: &Store,
+    reference: &ImageRef,
+    platform: &Platform,
+) -> Result<Option<StoredImage>> {
+    let Some(pinned) = reference.digest() else {
+        return Ok(None);
+    };
+    let store_error = |action: String| move |source| RegistryError::Store { action, source };
+    if let Some(image) = store
+        .resolve(reference)
+        .map_err(store_error(format!("resolving {reference}")))?
+        && complete(store, &image)
+    {
+        return Ok(Some(image));
+    }
+    let Some(descriptor) = local_manifest(store, pinned, platform) else {
+        return Ok(None);
+    };
+    let Ok(image) = store.image(&descriptor) else {
+        return Ok(None);
+    };
+    if !complete(store, &image) {
+        return Ok(None);
+    }
+    store
+        .set_ref(reference, &descriptor)
+        .map_err(store_error(format!("setting reference {reference}")))?;
+    Ok(Some(image))
+}
+
+/// The descriptor of the image manifest `digest` names in the store: itself, or the entry an
+/// index of that digest selects for `platform` (when that manifest is stored too).
+fn local_manifest(store: &Store, digest: &Digest, platform: &Platform) -> Option<Descriptor> {
+    let bytes = store.content().read(digest).ok()?;
+    let media_type = manifest::detect_media_type(&bytes, None, &digest.to_string()).ok()?;
+    if media_type::is_manifest(&media_type) {
+        return Some(Descriptor::new(media_type, *digest, bytes.len() as u64));
+    }
+    if !media_type::is_index(&media_type) {
+        return None;
+    }
+    let index: Index = serde_json::from_slice(&bytes).ok()?;
+    let entry = index.select(platform)?;
+    let entry_bytes = store.content().read(&entry.digest).ok()?;
+    (media_type::is_manifest(&entry.media_type) && entry_bytes.len() as u64 == entry.size)
+        .then(|| Descriptor::new(entry.media_type.clone(), entry.digest, entry.size))
+}
+
+/// Whether every blob of the image is in the store.
+fn complete(store: &Store, image: &StoredImage) -> bool {
+    std::iter::once(&image.manifest.config)
+        .chain(&image.manifest.layers)
+        .all(|d| store.content().contains(&d.digest))
 }

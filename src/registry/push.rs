@@ -1,29 +1,38 @@
 //! `push`: local store → registry.
 //!
-//! For the config and each layer: `HEAD` the blob and skip it if the registry has it; else start
-//! an upload session (`POST /v2/<name>/blobs/uploads/`) and complete it with one monolithic
-//! `PUT <location>?digest=<digest>` streamed from the store file with its `Content-Length`.
-//! Then `PUT` the manifest bytes exactly as stored, under their media type, at the destination
-//! tag (or digest), and check the digest the registry reports. The registry verifies each blob
-//! against the digest it is uploaded under.
+//! For each destination repository: the config and the layers are made present in the registry
+//! a bounded number at a time (see `upload`: skipped when present, mounted from another
+//! repository of the same registry that an image in the store came from, else uploaded
+//! monolithically or in chunks, with retries and resumption), and only then the manifest is
+//! `PUT`, exactly as stored and under its media type, at each destination tag (or digest) of
+//! that repository, checking the digest the registry reports. Several tags of one repository
+//! share the blob uploads; the registry verifies each blob against the digest it is uploaded
+//! under.
 //!
-//! Not responsible for: chunked or resumed uploads, cross-repository mounts and parallel blob
-//! uploads (issue [F]; each slots in at `push_blob`).
+//! Not responsible for: the blobs' bytes (streamed from the store as they are) or building
+//! manifests for the destination (the stored manifest is pushed unchanged).
 
-use std::collections::BTreeSet;
-use std::io::Read;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use snapshotter::Digest;
-use ureq::http::{self, Method};
+use ureq::http::Method;
 
 use super::RegistryOptions;
 use super::auth::Access;
 use super::client::{self, Call, Client, RequestBody, Subject};
 use super::endpoint;
 use super::error::{RegistryError, Result};
-use super::observer::{BlobKind, ProgressReader, TransferEvent, TransferObserver};
+use super::observer::{BlobKind, TransferEvent, TransferObserver};
+use super::retry::{self, Policy};
+use super::upload::{self, Mode, Upload};
 use crate::image::{Descriptor, ImageRef};
 use crate::store::{Store, StoredImage};
+
+/// Blobs uploaded at the same time (Docker's default), unless `KILN_MAX_CONCURRENT_UPLOADS`
+/// says otherwise.
+const PARALLEL_UPLOADS: usize = 5;
 
 /// Push `image` from `store` to `dest` and return the manifest's descriptor.
 pub fn push(
@@ -33,134 +42,149 @@ pub fn push(
     opts: &RegistryOptions,
     observer: &dyn TransferObserver,
 ) -> Result<Descriptor> {
+    push_all(store, image, std::slice::from_ref(dest), opts, observer)
+}
+
+/// Push `image` to every reference of `dests` (several tags, possibly of several
+/// repositories): the blobs once per repository, then the manifest at each reference, in the
+/// order given. Returns the manifest's descriptor.
+pub fn push_all(
+    store: &Store,
+    image: &StoredImage,
+    dests: &[ImageRef],
+    opts: &RegistryOptions,
+    observer: &dyn TransferObserver,
+) -> Result<Descriptor> {
     let manifest = &image.manifest_descriptor;
-    if let Some(pinned) = dest.digest()
-        && *pinned != manifest.digest
-    {
-        return Err(RegistryError::DestinationDigest {
-            destination: dest.familiar(),
-            manifest: manifest.digest,
-        });
+    for dest in dests {
+        if let Some(pinned) = dest.digest()
+            && *pinned != manifest.digest
+        {
+            return Err(RegistryError::DestinationDigest {
+                destination: dest.familiar(),
+                manifest: manifest.digest,
+            });
+        }
     }
-    observer.event(TransferEvent::Resolving {
-        reference: dest.clone(),
-    });
-    let client = Client::connect(dest, Access::Push, opts)?;
     let _lease = store.lease().map_err(|source| RegistryError::Store {
         action: "taking the store's content lease".to_owned(),
         source,
     })?;
-
-    let blobs = std::iter::once((&image.manifest.config, BlobKind::Config))
-        .chain(image.manifest.layers.iter().map(|l| (l, BlobKind::Layer)));
-    let mut seen = BTreeSet::new();
-    for (desc, kind) in blobs {
-        if seen.insert(desc.digest) {
-            push_blob(&client, store, desc, kind, observer)?;
+    let policy = Policy::from_env();
+    let mode = Mode::from_env();
+    // Repositories in the order they first appear, each with its references.
+    let mut repositories: Vec<(String, Vec<&ImageRef>)> = Vec::new();
+    for dest in dests {
+        let key = dest.repository();
+        match repositories.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, refs)) => refs.push(dest),
+            None => repositories.push((key, vec![dest])),
         }
     }
-    push_manifest(&client, store, manifest, dest, observer)?;
+    for (_, refs) in &repositories {
+        let first = refs[0];
+        observer.event(TransferEvent::Resolving {
+            reference: first.clone(),
+        });
+        let client = retry::run(&policy, || Client::connect(first, Access::Push, opts))?;
+        let sources = mount_sources(store, first);
+        // Tokens must also allow pulling from the repositories blobs are mounted from.
+        let from: BTreeSet<&String> = sources.values().flatten().collect();
+        for repository in from {
+            client.add_mount_source(repository);
+        }
+        let blobs = std::iter::once((&image.manifest.config, BlobKind::Config))
+            .chain(image.manifest.layers.iter().map(|l| (l, BlobKind::Layer)));
+        let mut seen = BTreeSet::new();
+        let uploads: Vec<Upload<'_>> = blobs
+            .filter(|(desc, _)| seen.insert(desc.digest))
+            .map(|(desc, kind)| Upload {
+                client: &client,
+                store,
+                desc,
+                kind,
+                mount_from: sources.get(&desc.digest).map_or(&[][..], Vec::as_slice),
+                mode,
+                policy: &policy,
+                observer,
+            })
+            .collect();
+        upload_all(&uploads)?;
+        for dest in refs {
+            push_manifest(&client, store, manifest, dest, &policy, observer)?;
+        }
+    }
     Ok(manifest.clone())
 }
 
-fn push_blob(
-    client: &Client,
-    store: &Store,
-    desc: &Descriptor,
-    kind: BlobKind,
-    observer: &dyn TransferObserver,
-) -> Result<()> {
-    let digest = desc.digest;
-    let blob_url = client.url(
-        endpoint::blob_url(client.base(), client.name(), &digest),
-        "a blob",
-    )?;
-    let head = client.send(&Call::new(Method::HEAD, blob_url))?;
-    match head.status().as_u16() {
-        200 => {
-            observer.event(TransferEvent::BlobExists { digest, kind });
-            return Ok(());
-        }
-        404 => {}
-        _ => {
-            return Err(client.status_error(
-                &format!("checking for blob {digest}"),
-                Subject::Other,
-                head,
-            ));
-        }
-    }
-
-    let size = store
-        .content()
-        .size(&digest)
-        .map_err(|source| RegistryError::Store {
-            action: format!("reading blob {digest} to push it"),
-            source,
-        })?;
-    if size != desc.size {
-        return Err(RegistryError::SizeMismatch {
-            what: format!("blob {digest} in the local store"),
-            expected: desc.size,
-            actual: size,
-        });
-    }
-    observer.event(TransferEvent::BlobStarted { digest, size, kind });
-
-    let session = start_upload(client, &digest)?;
-    let put_url = endpoint::upload_complete_url(&session, &digest);
-    let open = || -> Result<Box<dyn Read + '_>> {
-        let file = store
-            .content()
-            .open_blob(&digest)
-            .map_err(|source| RegistryError::Store {
-                action: format!("opening blob {digest} to push it"),
-                source,
-            })?;
-        Ok(Box::new(ProgressReader::new(file, observer, digest, size)))
+/// For each blob, the other repositories of `dest`'s registry that images in the store came
+/// from and that hold it (by the store's references), as mount sources.
+fn mount_sources(store: &Store, dest: &ImageRef) -> BTreeMap<Digest, Vec<String>> {
+    let mut sources: BTreeMap<Digest, Vec<String>> = BTreeMap::new();
+    let Ok(refs) = store.refs() else {
+        return sources;
     };
-    let call = Call::new(Method::PUT, put_url)
-        .header("content-type", "application/octet-stream")
-        .body(RequestBody::Stream { size, open: &open });
-    let response = client.send(&call)?;
-    if !response.status().is_success() {
-        return Err(client.status_error(
-            &format!("uploading blob {digest}"),
-            Subject::Other,
-            response,
-        ));
+    let mut seen = BTreeSet::new();
+    for (reference, target) in &refs {
+        if reference.domain() != dest.domain() || reference.path() == dest.path() {
+            continue;
+        }
+        if !seen.insert((reference.path().to_owned(), target.manifest.digest)) {
+            continue;
+        }
+        let Ok(image) = store.image(&target.manifest) else {
+            continue;
+        };
+        for desc in std::iter::once(&image.manifest.config).chain(&image.manifest.layers) {
+            let repos = sources.entry(desc.digest).or_default();
+            if !repos.iter().any(|r| r == reference.path()) {
+                repos.push(reference.path().to_owned());
+            }
+        }
     }
-    check_reported_digest(&response, &digest, || {
-        format!("blob {digest} uploaded to {}", client.repository())
-    })?;
-    client::drain(response);
-    observer.event(TransferEvent::BlobDone { digest, kind });
-    Ok(())
+    sources
 }
 
-/// `POST /v2/<name>/blobs/uploads/` → the session URL from `Location`.
-fn start_upload(client: &Client, digest: &Digest) -> Result<url::Url> {
-    let url = client.url(
-        endpoint::upload_start_url(client.base(), client.name()),
-        "a blob upload",
-    )?;
-    let response = client.send(&Call::new(Method::POST, url.clone()))?;
-    let operation = format!("starting the upload of blob {digest}");
-    if response.status() != http::StatusCode::ACCEPTED {
-        return Err(client.status_error(&operation, Subject::Other, response));
+/// Uploads at the same time: `KILN_MAX_CONCURRENT_UPLOADS`, else [`PARALLEL_UPLOADS`].
+fn parallelism() -> usize {
+    std::env::var("KILN_MAX_CONCURRENT_UPLOADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(PARALLEL_UPLOADS)
+}
+
+/// Run the uploads, a bounded number at a time; the first failure stops uploads not yet
+/// started and is returned once the running ones end.
+fn upload_all(uploads: &[Upload<'_>]) -> Result<()> {
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let first_error = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..parallelism().min(uploads.len()) {
+            scope.spawn(|| {
+                while !failed.load(Ordering::SeqCst) {
+                    let Some(upload) = uploads.get(next.fetch_add(1, Ordering::SeqCst)) else {
+                        break;
+                    };
+                    if let Err(e) = upload.run() {
+                        failed.store(true, Ordering::SeqCst);
+                        first_error
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .get_or_insert(e);
+                    }
+                }
+            });
+        }
+    });
+    match first_error
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
-    let invalid = |detail: String| RegistryError::InvalidResponse {
-        host: client.host().to_owned(),
-        operation: operation.clone(),
-        detail,
-    };
-    let location = client::header(&response, "location")
-        .map(str::to_owned)
-        .ok_or_else(|| invalid("no Location header".to_owned()))?;
-    let session = endpoint::resolve_location(&url, &location)
-        .map_err(|e| invalid(format!("Location `{location}` is not a valid URL: {e}")))?;
-    client::drain(response);
-    Ok(session)
 }
 
 fn push_manifest(
@@ -168,6 +192,7 @@ fn push_manifest(
     store: &Store,
     manifest: &Descriptor,
     dest: &ImageRef,
+    policy: &Policy,
     observer: &dyn TransferObserver,
 ) -> Result<()> {
     let digest = manifest.digest;
@@ -193,7 +218,8 @@ fn push_manifest(
     let call = Call::new(Method::PUT, url)
         .header("content-type", manifest.media_type.clone())
         .body(RequestBody::Bytes(&bytes));
-    let response = client.send(&call)?;
+    // Putting the same bytes again is harmless: the manifest PUT is retried like a read.
+    let response = retry::send(client, &call, policy)?;
     let shown = dest.familiar();
     if !response.status().is_success() {
         return Err(client.status_error(
@@ -202,7 +228,7 @@ fn push_manifest(
             response,
         ));
     }
-    check_reported_digest(&response, &digest, || format!("manifest pushed to {shown}"))?;
+    upload::check_reported_digest(&response, &digest, || format!("manifest pushed to {shown}"))?;
     client::drain(response);
     observer.event(TransferEvent::ManifestPushed {
         reference: dest.clone(),
@@ -210,21 +236,4 @@ fn push_manifest(
         size: manifest.size,
     });
     Ok(())
-}
-
-/// A registry that reports a `Docker-Content-Digest` must report the digest that was sent. An
-/// unparsable or non-sha256 header says nothing and is ignored.
-fn check_reported_digest(
-    response: &http::Response<ureq::Body>,
-    sent: &Digest,
-    what: impl Fn() -> String,
-) -> Result<()> {
-    match client::header(response, "docker-content-digest").and_then(|d| d.parse::<Digest>().ok()) {
-        Some(reported) if reported != *sent => Err(RegistryError::DigestMismatch {
-            what: what(),
-            expected: *sent,
-            actual: reported,
-        }),
-        _ => Ok(()),
-    }
 }

@@ -21,6 +21,7 @@ mod oci_runtime;
 mod oci_schema;
 mod registry_auth;
 mod registry_client;
+mod registry_faults;
 mod registry_tls;
 mod sandbox;
 mod sandbox_userns;

@@ -324,6 +324,22 @@ fn token_server_login_push_pull_with_scopes() {
     assert_eq!(seen[0].scopes, ["repository:team/app:pull"]);
     assert_eq!(seen[0].status, 200);
 
+    // Pushed to another repository of the registry from the store that pulled it: the blobs
+    // are mounted from team/app, so the token also covers pulling from there.
+    ts.clear_requests();
+    let other = format!("{host}/team/other:v1");
+    run_ok(&mut env.kiln("fresh", &["push", &target, &other]));
+    let seen = ts.requests();
+    assert!(
+        seen.iter().any(|r| r.status == 200
+            && r.scopes
+                == [
+                    "repository:team/other:pull,push",
+                    "repository:team/app:pull"
+                ]),
+        "{seen:#?}"
+    );
+
     let out = run_ok(&mut env.kiln("store", &["logout", &host]));
     assert_eq!(out, format!("Removing login credentials for {host}\n"));
     let out = env

@@ -156,15 +156,19 @@ fn pull_from_registry_then_push_to_another_repository() {
     assert_eq!(existing(&events), blob_digests(&image));
     assert!(store.refs().unwrap().contains_key(&pinned));
 
-    // Push to another repository: every blob is uploaded, then the manifest.
+    // Push to another repository of the same registry: every blob is mounted from the
+    // repository the image was pulled from (nothing uploaded), then the manifest is put.
     let dest = reference(&format!("{host}/other/busybox:v1"));
     let pushed = registry::push(&store, &image, &dest, &opts, &rec)
         .unwrap_or_else(|e| panic!("push: {e}\n{}", reg.log()));
     assert_eq!(pushed, image.manifest_descriptor);
     let events = rec.take();
-    assert_eq!(started(&events), blob_digests(&image));
-    assert_eq!(done(&events), blob_digests(&image));
-    assert!(existing(&events).is_empty());
+    assert!(started(&events).is_empty(), "{events:?}");
+    let mut mounted = existing(&events);
+    mounted.sort();
+    let mut expected = blob_digests(&image);
+    expected.sort();
+    assert_eq!(mounted, expected);
     assert_eq!(
         events.last(),
         Some(&TransferEvent::ManifestPushed {

@@ -36,6 +36,7 @@
 #![allow(dead_code)]
 
 pub mod docker;
+pub mod faultproxy;
 mod fixtures;
 mod http;
 mod registry;
