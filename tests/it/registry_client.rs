@@ -33,49 +33,45 @@ impl Recorder {
     }
 }
 
+/// The digests of the events `pick` selects, sorted: blobs move in parallel, so the order of
+/// their events is not fixed.
+fn digests_of(
+    events: &[TransferEvent],
+    pick: impl Fn(&TransferEvent) -> Option<Digest>,
+) -> Vec<Digest> {
+    let mut digests: Vec<Digest> = events.iter().filter_map(pick).collect();
+    digests.sort();
+    digests
+}
+
 fn started(events: &[TransferEvent]) -> Vec<Digest> {
-    events
-        .iter()
-        .filter_map(|e| {
-            if let TransferEvent::BlobStarted { digest, .. } = e {
-                Some(*digest)
-            } else {
-                None
-            }
-        })
-        .collect()
+    digests_of(events, |e| match e {
+        TransferEvent::BlobStarted { digest, .. } => Some(*digest),
+        _ => None,
+    })
 }
 
 fn existing(events: &[TransferEvent]) -> Vec<Digest> {
-    events
-        .iter()
-        .filter_map(|e| {
-            if let TransferEvent::BlobExists { digest, .. } = e {
-                Some(*digest)
-            } else {
-                None
-            }
-        })
-        .collect()
+    digests_of(events, |e| match e {
+        TransferEvent::BlobExists { digest, .. } => Some(*digest),
+        _ => None,
+    })
 }
 
 fn done(events: &[TransferEvent]) -> Vec<Digest> {
-    events
-        .iter()
-        .filter_map(|e| {
-            if let TransferEvent::BlobDone { digest, .. } = e {
-                Some(*digest)
-            } else {
-                None
-            }
-        })
-        .collect()
+    digests_of(events, |e| match e {
+        TransferEvent::BlobDone { digest, .. } => Some(*digest),
+        _ => None,
+    })
 }
 
+/// The image's blobs (config and layers), sorted.
 fn blob_digests(image: &StoredImage) -> Vec<Digest> {
-    std::iter::once(image.manifest.config.digest)
+    let mut digests: Vec<Digest> = std::iter::once(image.manifest.config.digest)
         .chain(image.manifest.layers.iter().map(|l| l.digest))
-        .collect()
+        .collect();
+    digests.sort();
+    digests
 }
 
 fn open_store(dir: &tempfile::TempDir) -> Store {
@@ -164,11 +160,7 @@ fn pull_from_registry_then_push_to_another_repository() {
     assert_eq!(pushed, image.manifest_descriptor);
     let events = rec.take();
     assert!(started(&events).is_empty(), "{events:?}");
-    let mut mounted = existing(&events);
-    mounted.sort();
-    let mut expected = blob_digests(&image);
-    expected.sort();
-    assert_eq!(mounted, expected);
+    assert_eq!(existing(&events), blob_digests(&image));
     assert_eq!(
         events.last(),
         Some(&TransferEvent::ManifestPushed {
