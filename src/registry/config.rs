@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::error::{RegistryError, Result};
+use super::tls;
 
 /// The insecure registries of the configuration files.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -108,22 +109,8 @@ impl Insecure {
             || ip.is_some_and(|ip| {
                 self.ranges
                     .iter()
-                    .any(|&(net, bits)| in_range(ip, net, bits))
+                    .any(|&(net, bits)| tls::in_cidr(ip, net, bits))
             })
-    }
-}
-
-fn in_range(ip: IpAddr, net: IpAddr, bits: u32) -> bool {
-    match (ip, net) {
-        (IpAddr::V4(ip), IpAddr::V4(net)) if bits <= 32 => {
-            let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
-            u32::from(ip) & mask == u32::from(net) & mask
-        }
-        (IpAddr::V6(ip), IpAddr::V6(net)) if bits <= 128 => {
-            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
-            u128::from(ip) & mask == u128::from(net) & mask
-        }
-        _ => false,
     }
 }
 
@@ -132,11 +119,7 @@ fn registries_conf_paths() -> Vec<PathBuf> {
         return vec![PathBuf::from(only)];
     }
     let mut paths = vec![PathBuf::from("/etc/containers/registries.conf")];
-    let config_home = std::env::var_os("XDG_CONFIG_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".config")));
-    if let Some(home) = config_home {
+    if let Some(home) = tls::config_home() {
         paths.push(home.join("containers/registries.conf"));
     }
     paths

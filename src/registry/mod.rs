@@ -15,7 +15,8 @@
 //! `tls` (certs.d certificates, proxies), `config` (insecure registries declared in
 //! registries.conf and daemon.json), `auth` (challenges, tokens, login), `credentials` (config
 //! file, helpers), `client` (a session with one repository), `retry` (backoff), `manifest`
-//! (fetching and identifying manifests), `download` and `upload` (one blob each way), `pull`,
+//! (fetching and identifying manifests), `download` and `upload` (one blob each way), `parallel` (a bounded
+//! number of transfers at once), `pull`,
 //! `push`, `observer`, `error`.
 //!
 //! Not responsible for: pull mirrors (not implemented), nor unpacking layers.
@@ -29,6 +30,7 @@ mod endpoint;
 mod error;
 mod manifest;
 mod observer;
+mod parallel;
 mod pull;
 mod push;
 mod retry;

@@ -19,8 +19,6 @@
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use snapshotter::Digest;
 
@@ -31,6 +29,7 @@ use super::download::{self, Wanted};
 use super::error::{RegistryError, Result};
 use super::manifest::{self, Fetched};
 use super::observer::{BlobKind, TransferEvent, TransferObserver};
+use super::parallel;
 use super::retry::{self, Policy};
 use crate::image::{Descriptor, ImageConfig, ImageRef, Index, Manifest, Platform, media_type};
 use crate::store::{Expected, Store, StoreError, StoredImage};
@@ -268,17 +267,8 @@ fn diff_ids(store: &Store, manifest: &Manifest) -> Result<Vec<Option<snapshotter
     }
 }
 
-/// Downloads at the same time: `KILN_MAX_CONCURRENT_DOWNLOADS`, else [`PARALLEL_DOWNLOADS`].
-fn parallelism() -> usize {
-    std::env::var("KILN_MAX_CONCURRENT_DOWNLOADS")
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(PARALLEL_DOWNLOADS)
-}
-
-/// Download `blobs`, a bounded number at a time. The first failure stops blobs not yet started
-/// and is returned once the running ones end.
+/// Download `blobs`, `KILN_MAX_CONCURRENT_DOWNLOADS` (else [`PARALLEL_DOWNLOADS`]) at a time.
+/// The first failure stops blobs not yet started and is returned once the running ones end.
 fn fetch_all(
     client: &Client,
     store: &Store,
@@ -286,35 +276,10 @@ fn fetch_all(
     policy: &Policy,
     observer: &dyn TransferObserver,
 ) -> Result<()> {
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let first_error = Mutex::new(None);
-    let workers = parallelism().min(blobs.len());
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| {
-                while !failed.load(Ordering::SeqCst) {
-                    let Some(wanted) = blobs.get(next.fetch_add(1, Ordering::SeqCst)) else {
-                        break;
-                    };
-                    if let Err(e) = download::fetch_blob(client, store, wanted, policy, observer) {
-                        failed.store(true, Ordering::SeqCst);
-                        first_error
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .get_or_insert(e);
-                    }
-                }
-            });
-        }
-    });
-    match first_error
-        .into_inner()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-    {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
+    let workers = parallel::from_env("KILN_MAX_CONCURRENT_DOWNLOADS", PARALLEL_DOWNLOADS);
+    parallel::for_each(blobs, workers, |wanted| {
+        download::fetch_blob(client, store, wanted, policy, observer)
+    })
 }
 
 /// A reference pinned by digest whose image is complete in the store, found without the

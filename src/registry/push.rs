@@ -13,8 +13,6 @@
 //! manifests for the destination (the stored manifest is pushed unchanged).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use snapshotter::Digest;
 use ureq::http::Method;
@@ -25,6 +23,7 @@ use super::client::{self, Call, Client, RequestBody, Subject};
 use super::endpoint;
 use super::error::{RegistryError, Result};
 use super::observer::{BlobKind, TransferEvent, TransferObserver};
+use super::parallel;
 use super::retry::{self, Policy};
 use super::upload::{self, Mode, Upload};
 use crate::image::{Descriptor, ImageRef};
@@ -145,46 +144,11 @@ fn mount_sources(store: &Store, dest: &ImageRef) -> BTreeMap<Digest, Vec<String>
     sources
 }
 
-/// Uploads at the same time: `KILN_MAX_CONCURRENT_UPLOADS`, else [`PARALLEL_UPLOADS`].
-fn parallelism() -> usize {
-    std::env::var("KILN_MAX_CONCURRENT_UPLOADS")
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(PARALLEL_UPLOADS)
-}
-
-/// Run the uploads, a bounded number at a time; the first failure stops uploads not yet
-/// started and is returned once the running ones end.
+/// Run the uploads, `KILN_MAX_CONCURRENT_UPLOADS` (else [`PARALLEL_UPLOADS`]) at a time; the
+/// first failure stops uploads not yet started and is returned once the running ones end.
 fn upload_all(uploads: &[Upload<'_>]) -> Result<()> {
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let first_error = Mutex::new(None);
-    std::thread::scope(|scope| {
-        for _ in 0..parallelism().min(uploads.len()) {
-            scope.spawn(|| {
-                while !failed.load(Ordering::SeqCst) {
-                    let Some(upload) = uploads.get(next.fetch_add(1, Ordering::SeqCst)) else {
-                        break;
-                    };
-                    if let Err(e) = upload.run() {
-                        failed.store(true, Ordering::SeqCst);
-                        first_error
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .get_or_insert(e);
-                    }
-                }
-            });
-        }
-    });
-    match first_error
-        .into_inner()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-    {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
+    let workers = parallel::from_env("KILN_MAX_CONCURRENT_UPLOADS", PARALLEL_UPLOADS);
+    parallel::for_each(uploads, workers, Upload::run)
 }
 
 fn push_manifest(

@@ -39,14 +39,18 @@ pub fn certs_dirs() -> Vec<PathBuf> {
         PathBuf::from("/etc/docker/certs.d"),
         PathBuf::from("/etc/containers/certs.d"),
     ];
-    let config_home = std::env::var_os("XDG_CONFIG_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".config")));
-    if let Some(home) = config_home {
+    if let Some(home) = config_home() {
         dirs.push(home.join("kiln/certs.d"));
     }
     dirs
+}
+
+/// `$XDG_CONFIG_HOME`, else `~/.config` (the XDG base directory rule).
+pub(super) fn config_home() -> Option<PathBuf> {
+    std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".config")))
 }
 
 /// The certificates for registry `host` (`host[:port]`) in `dirs`.
@@ -195,7 +199,8 @@ fn no_proxy_matches(list: &str, name: &str, port: u16) -> bool {
         })
 }
 
-fn in_cidr(ip: IpAddr, net: IpAddr, bits: u32) -> bool {
+/// Whether `ip` is in the range `net/bits` (both of one address family).
+pub(super) fn in_cidr(ip: IpAddr, net: IpAddr, bits: u32) -> bool {
     match (ip, net) {
         (IpAddr::V4(ip), IpAddr::V4(net)) if bits <= 32 => {
             let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
