@@ -126,7 +126,7 @@ impl Client {
     ) -> Result<Self> {
         let host = endpoint::api_host(registry);
         let declared_insecure = opts.tls_verify.is_none()
-            && super::config::Insecure::load()?.contains(endpoint::api_host(registry));
+            && super::config::Registries::load()?.contains(endpoint::api_host(registry));
         let security = endpoint::security(registry, opts.tls_verify, declared_insecure);
         let mut last_error = None;
         for &scheme in endpoint::candidates(security) {

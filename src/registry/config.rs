@@ -1,16 +1,22 @@
-//! Registries the machine's configuration declares insecure, as the tools kiln's users come from
-//! declare them: Podman's and Buildah's `registries.conf` (containers-registries.conf(5), v2
-//! format: `[[registry]]` tables with `location` or `prefix` and `insecure = true`) and Docker's
-//! `daemon.json` (`"insecure-registries": ["host:port", "10.0.0.0/8"]`). An insecure registry is
-//! tried with unverified HTTPS, then plain HTTP, as with `--tls-verify=false`.
+//! What the machine's configuration says about registries, as the tools kiln's users come from
+//! say it: Podman's and Buildah's `registries.conf` (containers-registries.conf(5), v2 format:
+//! `[[registry]]` tables with `location` or `prefix`, `insecure = true`, and
+//! `[[registry.mirror]]` tables with `location` and `insecure`) and Docker's `daemon.json`
+//! (`"insecure-registries": ["host:port", "10.0.0.0/8"]`, `"registry-mirrors"` for Docker Hub).
+//!
+//! - An insecure registry (or mirror) is tried with unverified HTTPS, then plain HTTP, as with
+//!   `--tls-verify=false`.
+//! - Pulls try a registry's mirrors first, in order, then the registry itself (see `pull`);
+//!   pushes never use mirrors.
 //!
 //! Files read: `$CONTAINERS_REGISTRIES_CONF` alone when it is set (as Podman does), else
 //! `/etc/containers/registries.conf` and `$XDG_CONFIG_HOME/containers/registries.conf` (else
 //! `~/.config/...`); and `/etc/docker/daemon.json`. A missing file declares nothing; a file
 //! that does not parse is an error naming it (Podman and Docker refuse to start on one too).
 //!
-//! Not responsible for: mirrors, blocked registries or short-name aliases of registries.conf
-//! (kiln normalises short names as Docker does), or what insecure means (see `endpoint`).
+//! Not responsible for: blocked registries, `pull-from-mirror` or short-name aliases of
+//! registries.conf (kiln normalises short names as Docker does), or what insecure means (see
+//! `endpoint`).
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -20,13 +26,15 @@ use serde::Deserialize;
 use super::error::{RegistryError, Result};
 use super::tls;
 
-/// The insecure registries of the configuration files.
+/// The registries configuration: insecure registries and pull mirrors.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Insecure {
+pub struct Registries {
     /// `host[:port]` (or `host[:port]/namespace`) locations and prefixes.
     locations: Vec<String>,
     /// CIDR ranges (daemon.json): registries addressed by an IP in them.
     ranges: Vec<(IpAddr, u32)>,
+    /// Pull mirrors, by registry prefix.
+    mirrors: Vec<Mirrors>,
 }
 
 #[derive(Deserialize, Default)]
@@ -41,18 +49,37 @@ struct RegistryTable {
     prefix: Option<String>,
     #[serde(default)]
     insecure: bool,
+    #[serde(default)]
+    mirror: Vec<MirrorTable>,
+}
+
+#[derive(Deserialize)]
+struct MirrorTable {
+    location: String,
+    #[serde(default)]
+    insecure: bool,
 }
 
 #[derive(Deserialize, Default)]
 struct DaemonJson {
     #[serde(rename = "insecure-registries", default)]
     insecure_registries: Vec<String>,
+    #[serde(rename = "registry-mirrors", default)]
+    registry_mirrors: Vec<String>,
 }
 
-impl Insecure {
+/// Pull mirrors: for references under `prefix` (`host[:port]` or `host[:port]/namespace`),
+/// the `locations` to try first, in order (a location replaces the prefix).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mirrors {
+    pub prefix: String,
+    pub locations: Vec<String>,
+}
+
+impl Registries {
     /// From the machine's files (see the module docs).
     pub fn load() -> Result<Self> {
-        let mut insecure = Insecure::default();
+        let mut insecure = Registries::default();
         for path in registries_conf_paths() {
             if let Some(text) = read_optional(&path)? {
                 insecure.add_registries_conf(&path, &text)?;
@@ -67,10 +94,27 @@ impl Insecure {
 
     fn add_registries_conf(&mut self, path: &Path, text: &str) -> Result<()> {
         let conf: RegistriesConf = toml::from_str(text).map_err(|e| config_error(path, e))?;
-        for table in conf.registry.into_iter().filter(|t| t.insecure) {
-            if let Some(location) = table.prefix.or(table.location) {
+        for table in conf.registry {
+            let Some(prefix) = table.prefix.or(table.location) else {
+                continue;
+            };
+            let prefix = prefix.trim_end_matches('/').to_owned();
+            for mirror in table.mirror.iter().filter(|m| m.insecure) {
                 self.locations
-                    .push(location.trim_end_matches('/').to_owned());
+                    .push(mirror.location.trim_end_matches('/').to_owned());
+            }
+            if !table.mirror.is_empty() {
+                self.mirrors.push(Mirrors {
+                    prefix: prefix.clone(),
+                    locations: table
+                        .mirror
+                        .iter()
+                        .map(|m| m.location.trim_end_matches('/').to_owned())
+                        .collect(),
+                });
+            }
+            if table.insecure {
+                self.locations.push(prefix);
             }
         }
         Ok(())
@@ -87,7 +131,48 @@ impl Insecure {
                 None => self.locations.push(entry.trim_end_matches('/').to_owned()),
             }
         }
+        // Docker's mirrors are for Docker Hub only, given as URLs; `http://` ones are insecure.
+        let mut hub = Vec::new();
+        for url in &daemon.registry_mirrors {
+            let plain = url.strip_prefix("http://");
+            let host = plain
+                .or_else(|| url.strip_prefix("https://"))
+                .unwrap_or(url)
+                .trim_end_matches('/')
+                .to_owned();
+            if plain.is_some() {
+                self.locations.push(host.clone());
+            }
+            hub.push(host);
+        }
+        if !hub.is_empty() {
+            self.mirrors.push(Mirrors {
+                prefix: crate::image::reference::DEFAULT_DOMAIN.to_owned(),
+                locations: hub,
+            });
+        }
         Ok(())
+    }
+
+    /// The repositories to try before `repository` (`host[:port]/path`, as in a reference), in
+    /// order: for the longest matching prefix with mirrors, each mirror location followed by
+    /// the rest of the path.
+    pub fn mirrors_of(&self, repository: &str) -> Vec<String> {
+        let matches = |prefix: &str| {
+            repository == prefix
+                || repository
+                    .strip_prefix(prefix)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        };
+        self.mirrors
+            .iter()
+            .filter(|m| matches(&m.prefix))
+            .max_by_key(|m| m.prefix.len())
+            .map(|m| {
+                let rest = &repository[m.prefix.len()..];
+                m.locations.iter().map(|l| format!("{l}{rest}")).collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Whether registry `host` (`host[:port]`) is declared insecure: a location that is the
@@ -146,7 +231,7 @@ mod tests {
 
     #[test]
     fn registries_conf_and_daemon_json_declare_insecure_registries() {
-        let mut i = Insecure::default();
+        let mut i = Registries::default();
         i.add_registries_conf(
             Path::new("r.conf"),
             r#"
@@ -184,5 +269,62 @@ location = "secure.example"
             .err()
             .unwrap();
         assert!(err.to_string().contains("bad.conf"), "{err}");
+    }
+
+    #[test]
+    fn mirrors_come_first_for_their_prefix() {
+        let mut i = Registries::default();
+        i.add_registries_conf(
+            Path::new("r.conf"),
+            r#"
+[[registry]]
+location = "docker.io"
+[[registry.mirror]]
+location = "mirror.internal:5000/hub"
+[[registry.mirror]]
+location = "plain.internal:5000"
+insecure = true
+
+[[registry]]
+prefix = "docker.io/team"
+location = "docker.io/team"
+[[registry.mirror]]
+location = "team-mirror.internal"
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            i.mirrors_of("docker.io/library/busybox"),
+            [
+                "mirror.internal:5000/hub/library/busybox",
+                "plain.internal:5000/library/busybox"
+            ]
+        );
+        assert_eq!(
+            i.mirrors_of("docker.io/team/app"),
+            ["team-mirror.internal/app"]
+        );
+        assert!(i.mirrors_of("quay.io/x/y").is_empty());
+        assert!(i.mirrors_of("docker.iox/y").is_empty());
+        assert!(i.contains("plain.internal:5000"), "an insecure mirror");
+        assert!(!i.contains("mirror.internal:5000"));
+        let mut d = Registries::default();
+        d.add_daemon_json(
+            Path::new("daemon.json"),
+            r#"{"registry-mirrors": ["https://hub-mirror.example", "http://10.1.1.1:5000/"]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            d.mirrors_of("docker.io/library/debian"),
+            [
+                "hub-mirror.example/library/debian",
+                "10.1.1.1:5000/library/debian"
+            ]
+        );
+        assert!(
+            d.contains("10.1.1.1:5000"),
+            "an http:// mirror is used over HTTP"
+        );
+        assert!(d.mirrors_of("quay.io/a/b").is_empty());
     }
 }

@@ -12,14 +12,14 @@
 //! - [`login`]: check credentials; [`credentials`]: where they are kept.
 //!
 //! Module map: `endpoint` (hosts, schemes, URLs), `transport` (HTTP agents, transport errors),
-//! `tls` (certs.d certificates, proxies), `config` (insecure registries declared in
-//! registries.conf and daemon.json), `auth` (challenges, tokens, login), `credentials` (config
-//! file, helpers), `client` (a session with one repository), `retry` (backoff), `manifest`
-//! (fetching and identifying manifests), `download` and `upload` (one blob each way), `parallel` (a bounded
-//! number of transfers at once), `pull`,
-//! `push`, `observer`, `error`.
+//! `tls` (certs.d certificates, proxies), `config` (insecure registries and pull mirrors
+//! declared in registries.conf and daemon.json), `auth` (challenges, tokens, login),
+//! `credentials` (config file, helpers), `client` (a session with one repository), `retry`
+//! (backoff), `manifest` (fetching and identifying manifests), `download` and `upload` (one
+//! blob each way), `parallel` (a bounded number of transfers at once), `pull`, `push`,
+//! `observer`, `error`.
 //!
-//! Not responsible for: pull mirrors (not implemented), nor unpacking layers.
+//! Not responsible for: unpacking layers.
 
 mod auth;
 mod client;

@@ -74,16 +74,45 @@ pub fn pull(
         return Ok(image);
     }
     let policy = Policy::from_env();
-    let client = retry::run(&policy, || Client::connect(reference, Access::Pull, opts))?;
     let shown = reference.familiar();
-    let top = retry::run(&policy, || {
-        manifest::fetch(
-            &client,
-            &reference.manifest_reference(),
-            &shown,
-            reference.digest(),
-        )
-    })?;
+    // The configured mirrors first (`config`), then the registry itself: the first that serves
+    // the manifest serves the blobs too. Names in the store stay the reference's.
+    let pin = match reference.digest() {
+        Some(digest) => format!("@{digest}"),
+        None => format!(":{}", reference.manifest_reference()),
+    };
+    let mut sources: Vec<ImageRef> = super::config::Registries::load()?
+        .mirrors_of(&format!("{}/{}", reference.domain(), reference.path()))
+        .iter()
+        .filter_map(|mirror| ImageRef::parse(&format!("{mirror}{pin}")).ok())
+        .collect();
+    sources.push(reference.clone());
+    let mut reached = None;
+    for (i, source) in sources.iter().enumerate() {
+        let attempt = retry::run(&policy, || Client::connect(source, Access::Pull, opts)).and_then(
+            |client| {
+                let top = retry::run(&policy, || {
+                    manifest::fetch(
+                        &client,
+                        &source.manifest_reference(),
+                        &shown,
+                        reference.digest(),
+                    )
+                })?;
+                Ok((client, top))
+            },
+        );
+        match attempt {
+            Ok(found) => {
+                reached = Some(found);
+                break;
+            }
+            // A mirror that fails is passed over; the registry's own failure is the answer.
+            Err(e) if i + 1 == sources.len() => return Err(e),
+            Err(_) => {}
+        }
+    }
+    let (client, top) = reached.expect("the last source returns its error");
     let top_digest = top.digest;
     let image_manifest = if top.is_index() {
         let selected = retry::run(&policy, || {

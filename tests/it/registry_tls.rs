@@ -1,8 +1,8 @@
 //! Registry transport end to end: HTTPS with a registry's own CA from a `certs.d` directory (an
 //! openssl-made CA and a `docker-registry` serving TLS), and plain-HTTP registries reached
 //! through a proxy named by `HTTP_PROXY` (a `CONNECT` proxy in this file, on 127.0.0.1, in front
-//! of the registry), loopback registries directly; and a registry `registries.conf` declares
-//! insecure. `cargo test --test it registry_tls`. All traffic goes to 127.0.0.1: the proxied
+//! of the registry), loopback registries directly; a registry `registries.conf` declares
+//! insecure; and pull mirrors from `registries.conf`. `cargo test --test it registry_tls`. All traffic goes to 127.0.0.1: the proxied
 //! registries' names (`*.invalid`) are only ever sent to the proxy, never resolved.
 
 use std::io::{Read as _, Write as _};
@@ -331,4 +331,46 @@ fn a_registry_declared_insecure_in_registries_conf_skips_verification() {
         ],
     );
     assert!(pulled.status.success(), "{}", text(&pulled));
+}
+
+/// Pull mirrors from registries.conf: a pull tries the registry's mirror first and names the
+/// image as asked; what the mirror lacks comes from the registry itself; pushes go to the
+/// registry.
+#[test]
+fn pulls_try_the_mirrors_of_registries_conf_first() {
+    skip_unless!(harness::root_required());
+    let home = harness::tempdir();
+    skip_unless!(seeded(home.path()));
+    let primary = skip_unless!(Registry::start());
+    let mirror = skip_unless!(Registry::start());
+    let conf = home.path().join("registries.conf");
+    fs_err::write(
+        &conf,
+        format!(
+            "[[registry]]\nlocation = \"{}\"\n[[registry.mirror]]\nlocation = \"{}/cache\"\n",
+            primary.host_port(),
+            mirror.host_port()
+        ),
+    )
+    .unwrap();
+    let with_conf = [("CONTAINERS_REGISTRIES_CONF", conf.to_str().unwrap())];
+    let run = |store: &str, args: &[&str]| kiln(home.path(), store, args, &with_conf);
+    // Only the mirror has team/app; only the registry has team/only (a push ignores mirrors).
+    let on_mirror = format!("{}/cache/team/app:1", mirror.host_port());
+    let pushed = run("store", &["push", "busybox:local", &on_mirror]);
+    assert!(pushed.status.success(), "{}", text(&pushed));
+    let only = format!("{}/team/only:1", primary.host_port());
+    let pushed = run("store", &["push", "busybox:local", &only]);
+    assert!(pushed.status.success(), "{}", text(&pushed));
+    assert_eq!(mirror.tags("cache/team/only"), Vec::<String>::new());
+
+    let asked = format!("{}/team/app:1", primary.host_port());
+    let without = kiln(home.path(), "plain", &["pull", &asked], &[]);
+    assert_eq!(without.status.code(), Some(1), "{}", text(&without));
+    let pulled = run("fresh", &["pull", &asked]);
+    assert!(pulled.status.success(), "{}", text(&pulled));
+    let named = run("fresh", &["image", "inspect", &asked]);
+    assert!(named.status.success(), "named as asked: {}", text(&named));
+    let fallback = run("fresh", &["pull", &only]);
+    assert!(fallback.status.success(), "{}", text(&fallback));
 }
