@@ -6,13 +6,13 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
 use crate::harness::{self, skip_unless};
-use crate::support::{Run, ingest_files, inspect, kiln, write_files};
+use crate::support::{ingest_files, inspect, kiln, kiln_stdin, write_files};
 
 fn p(path: &Path) -> &str {
     path.to_str().unwrap()
@@ -94,30 +94,6 @@ fn make_tar(files: &[(String, Vec<u8>)]) -> Vec<u8> {
         b.append_data(&mut h, path, &data[..]).unwrap();
     }
     b.into_inner().unwrap()
-}
-
-/// `kiln ARGS` with `input` on stdin; stdout kept as bytes.
-fn kiln_stdin(root: &Path, args: &[&str], input: &[u8]) -> (Run, Vec<u8>) {
-    let mut child = harness::kiln_cmd(root)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kiln runs");
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    let run = Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    (run, out.stdout)
 }
 
 /// Image ID and manifest digest a name points at.

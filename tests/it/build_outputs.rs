@@ -5,13 +5,14 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
 
 use crate::harness::{self, Skip, skip_unless};
 use crate::support::{
-    Run, config_of, inspect, kiln, kiln_env, layer_entries, manifest_layers, write_files,
+    Run, config_of, inspect, kiln, kiln_env, kiln_stdin, layer_entries, manifest_layers,
+    write_files,
 };
 
 const DOCKERFILE: &str = "FROM scratch
@@ -38,31 +39,6 @@ fn context() -> tempfile::TempDir {
 
 fn p(path: &Path) -> &str {
     path.to_str().unwrap()
-}
-
-/// `kiln ARGS` with `input` on stdin; stdout kept as bytes.
-fn kiln_stdin(root: &Path, args: &[&str], input: &[u8]) -> (Run, Vec<u8>) {
-    let mut child = harness::kiln_cmd(root)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kiln runs");
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    let writer = std::thread::spawn(move || {
-        // kiln may stop reading early on an error; a broken pipe is fine then.
-        let _ = stdin.write_all(&input);
-    });
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    let run = Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    (run, out.stdout)
 }
 
 /// Paths (with a trailing `/` for directories) of a tar file's entries.

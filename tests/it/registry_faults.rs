@@ -186,6 +186,32 @@ fn push_plain(reg: &Registry, store: &Store, image: &StoredImage, repo_tag: &str
 
 const SIZES: [usize; 3] = [1_500_000, 1_200_000, 900_000];
 
+/// A registry holding test image `seed` (layers of `sizes`; with a wrong DiffID in its config
+/// when `wrong_diff_id`) as `app:v1`, pushed without faults, and an empty store to pull into.
+struct Published {
+    reg: Registry,
+    img: TestImage,
+    /// Holds both stores.
+    _dir: tempfile::TempDir,
+    fresh: Store,
+}
+
+fn published(seed: u64, sizes: &[usize], wrong_diff_id: bool) -> Result<Published, harness::Skip> {
+    let reg = Registry::start()?;
+    let img = TestImage::new(seed, sizes, wrong_diff_id);
+    let dir = harness::tempdir();
+    let store = open_store(&dir, "a");
+    let image = img.store_into(&store, &reference("local/app:v1"));
+    push_plain(&reg, &store, &image, "app:v1");
+    let fresh = open_store(&dir, "b");
+    Ok(Published {
+        reg,
+        img,
+        _dir: dir,
+        fresh,
+    })
+}
+
 #[test]
 fn push_and_pull_complete_through_cuts_and_errors() {
     let reg = skip_unless!(Registry::start());
@@ -281,18 +307,17 @@ fn push_and_pull_complete_through_cuts_and_errors() {
 
 #[test]
 fn download_restarts_when_the_registry_ignores_range() {
-    let reg = skip_unless!(Registry::start());
-    let img = TestImage::new(2, &SIZES[..2], false);
-    let dir = harness::tempdir();
-    let store = open_store(&dir, "a");
-    let image = img.store_into(&store, &reference("local/app:v1"));
-    push_plain(&reg, &store, &image, "app:v1");
+    let Published {
+        reg,
+        img,
+        _dir,
+        fresh: store2,
+    } = skip_unless!(published(2, &SIZES[..2], false));
 
     let proxy = FaultProxy::start(reg.addr());
     let layer0 = format!("/blobs/{}", img.layer_digest(0));
     proxy.add(Rule::new("GET", &layer0, Fault::CutResponseAfter(500_000)));
     proxy.add(Rule::new("GET", &layer0, Fault::DropRange));
-    let store2 = open_store(&dir, "b");
     let name = reference(&format!("{}/app:v1", proxy.host_port()));
     registry::pull(&store2, &name, &RegistryOptions::default(), &NoopObserver)
         .unwrap_or_else(|e| panic!("pull: {e}"));
@@ -362,12 +387,12 @@ fn chunked_push_survives_a_cut_chunk() {
 
 #[test]
 fn corrupted_blob_is_refused_and_nothing_is_stored() {
-    let reg = skip_unless!(Registry::start());
-    let img = TestImage::new(4, &SIZES[..2], false);
-    let dir = harness::tempdir();
-    let store = open_store(&dir, "a");
-    let image = img.store_into(&store, &reference("local/app:v1"));
-    push_plain(&reg, &store, &image, "app:v1");
+    let Published {
+        reg,
+        img,
+        _dir,
+        fresh: store2,
+    } = skip_unless!(published(4, &SIZES[..2], false));
 
     let proxy = FaultProxy::start(reg.addr());
     let layer1 = img.layer_digest(1);
@@ -379,7 +404,6 @@ fn corrupted_blob_is_refused_and_nothing_is_stored() {
         )
         .times(100),
     );
-    let store2 = open_store(&dir, "b");
     let host = proxy.host_port();
     let err = registry::pull(
         &store2,
@@ -406,14 +430,13 @@ fn corrupted_blob_is_refused_and_nothing_is_stored() {
 
 #[test]
 fn layer_with_a_wrong_diff_id_is_refused() {
-    let reg = skip_unless!(Registry::start());
-    let img = TestImage::new(5, &SIZES[..2], true);
-    let dir = harness::tempdir();
-    let store = open_store(&dir, "a");
-    let image = img.store_into(&store, &reference("local/app:v1"));
-    push_plain(&reg, &store, &image, "app:v1");
+    let Published {
+        reg,
+        img,
+        _dir,
+        fresh: store2,
+    } = skip_unless!(published(5, &SIZES[..2], true));
 
-    let store2 = open_store(&dir, "b");
     let err = registry::pull(
         &store2,
         &reference(&format!("{}/app:v1", reg.host_port())),
@@ -440,14 +463,13 @@ fn layer_with_a_wrong_diff_id_is_refused() {
 
 #[test]
 fn pinned_digest_already_local_needs_no_registry() {
-    let reg = skip_unless!(Registry::start());
-    let img = TestImage::new(6, &SIZES[..1], false);
-    let dir = harness::tempdir();
-    let store = open_store(&dir, "a");
-    let image = img.store_into(&store, &reference("local/app:v1"));
-    push_plain(&reg, &store, &image, "app:v1");
+    let Published {
+        reg,
+        img,
+        _dir,
+        fresh: store2,
+    } = skip_unless!(published(6, &SIZES[..1], false));
     let host = reg.host_port();
-    let store2 = open_store(&dir, "b");
     registry::pull(
         &store2,
         &reference(&format!("{host}/app:v1")),

@@ -1,8 +1,8 @@
 //! Helpers shared by the CLI end-to-end tests: running kiln and reading its store.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
@@ -186,4 +186,29 @@ pub fn busybox_store(env: &[(&str, &str)]) -> Result<tempfile::TempDir, harness:
     )
     .ok();
     Ok(root)
+}
+
+/// `kiln ARGS` with `input` on stdin; stdout kept as bytes.
+pub fn kiln_stdin(root: &Path, args: &[&str], input: &[u8]) -> (Run, Vec<u8>) {
+    let mut child = harness::kiln_cmd(root)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kiln runs");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        // kiln may stop reading early on an error; a broken pipe is fine then.
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let run = Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    (run, out.stdout)
 }

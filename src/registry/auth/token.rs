@@ -289,21 +289,36 @@ pub(super) mod tests {
         ]
     }
 
+    /// `fetch` from the token server at `realm` for `registry`, as the client would.
+    fn fetch_from(
+        realm: &str,
+        registry: &str,
+        scopes: &[String],
+        credentials: &Credentials,
+        offline: bool,
+    ) -> Result<Issued> {
+        let agent = crate::registry::transport::agent("127.0.0.1", false, true).unwrap();
+        fetch(
+            &agent,
+            &TokenRequest {
+                registry,
+                challenge: &bearer(realm),
+                scopes,
+                credentials: Some(credentials),
+                offline,
+            },
+        )
+    }
+
     #[test]
     fn password_grant_is_a_get_with_basic_auth_account_and_every_scope() {
         let (realm, server) = serve_once(200, r#"{"token":"t1","expires_in":300}"#);
-        let agent = crate::registry::transport::agent("127.0.0.1", false, true).unwrap();
-        let creds = Credentials::password("alice", "s3cret");
-        let c = bearer(&realm);
-        let issued = fetch(
-            &agent,
-            &TokenRequest {
-                registry: "reg",
-                challenge: &c,
-                scopes: &scopes(),
-                credentials: Some(&creds),
-                offline: false,
-            },
+        let issued = fetch_from(
+            &realm,
+            "reg",
+            &scopes(),
+            &Credentials::password("alice", "s3cret"),
+            false,
         )
         .unwrap();
         assert_eq!(
@@ -330,18 +345,12 @@ pub(super) mod tests {
     #[test]
     fn identity_token_is_an_oauth2_refresh_grant() {
         let (realm, server) = serve_once(200, r#"{"access_token":"t2","refresh_token":"r2"}"#);
-        let agent = crate::registry::transport::agent("127.0.0.1", false, true).unwrap();
-        let creds = Credentials::identity_token("", "refresh-1");
-        let c = bearer(&realm);
-        let issued = fetch(
-            &agent,
-            &TokenRequest {
-                registry: "reg",
-                challenge: &c,
-                scopes: &scopes(),
-                credentials: Some(&creds),
-                offline: false,
-            },
+        let issued = fetch_from(
+            &realm,
+            "reg",
+            &scopes(),
+            &Credentials::identity_token("", "refresh-1"),
+            false,
         )
         .unwrap();
         assert_eq!(issued.token, "t2");
@@ -370,18 +379,12 @@ pub(super) mod tests {
     #[test]
     fn offline_login_asks_for_a_refresh_token() {
         let (realm, server) = serve_once(200, r#"{"token":"t","refresh_token":"keep-me"}"#);
-        let agent = crate::registry::transport::agent("127.0.0.1", false, true).unwrap();
-        let creds = Credentials::password("bob", "pw");
-        let c = bearer(&realm);
-        let issued = fetch(
-            &agent,
-            &TokenRequest {
-                registry: "reg",
-                challenge: &c,
-                scopes: &[],
-                credentials: Some(&creds),
-                offline: true,
-            },
+        let issued = fetch_from(
+            &realm,
+            "reg",
+            &[],
+            &Credentials::password("bob", "pw"),
+            true,
         )
         .unwrap();
         assert_eq!(issued.refresh_token.as_deref(), Some("keep-me"));
@@ -400,18 +403,12 @@ pub(super) mod tests {
             401,
             r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
         );
-        let agent = crate::registry::transport::agent("127.0.0.1", false, true).unwrap();
-        let creds = Credentials::password("mallory", "wrong");
-        let c = bearer(&realm);
-        let err = fetch(
-            &agent,
-            &TokenRequest {
-                registry: "reg.example:5000",
-                challenge: &c,
-                scopes: &scopes(),
-                credentials: Some(&creds),
-                offline: false,
-            },
+        let err = fetch_from(
+            &realm,
+            "reg.example:5000",
+            &scopes(),
+            &Credentials::password("mallory", "wrong"),
+            false,
         )
         .unwrap_err();
         server.join().unwrap();
