@@ -349,24 +349,9 @@ fn token_server_login_push_pull_with_scopes() {
     assert_fails(&out, &[&host]);
 }
 
-/// A credential helper keeping one file per server in `<its dir>/store/`, logging its calls.
-const HELPER: &str = r#"#!/bin/sh
-dir=$(dirname "$0")
-mkdir -p "$dir/store"
-input=$(cat)
-echo "$1" >> "$dir/calls"
-case "$1" in
-get|erase) url=$input ;;
-store) url=$(printf '%s' "$input" | sed 's/.*"ServerURL":"\([^"]*\)".*/\1/') ;;
-*) echo "unknown action $1"; exit 1 ;;
-esac
-file="$dir/store/$(printf '%s' "$url" | tr -c 'A-Za-z0-9.' '_')"
-case "$1" in
-get) if [ -f "$file" ]; then cat "$file"; else echo "credentials not found in native keychain"; exit 1; fi ;;
-store) printf '%s' "$input" > "$file" ;;
-erase) if [ -f "$file" ]; then rm "$file"; else echo "credentials not found in native keychain"; exit 1; fi ;;
-esac
-"#;
+/// A credential helper keeping one file per server in `<its dir>/store/`, logging its calls
+/// (the one the unit tests of `registry::credentials` use too).
+const HELPER: &str = include_str!("../../testdata/docker-credential-fake.sh");
 
 #[test]
 fn credential_helper_holds_the_password() {

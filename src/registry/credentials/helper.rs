@@ -193,23 +193,8 @@ pub(crate) mod tests {
 
     /// A helper script keeping one file per server in `<dir>/store/`, and a log of its calls
     /// in `<dir>/calls`. Used by the tests of the whole store too.
-    pub(crate) const FAKE_HELPER: &str = r#"#!/bin/sh
-dir=$(dirname "$0")
-mkdir -p "$dir/store"
-input=$(cat)
-echo "$1" >> "$dir/calls"
-case "$1" in
-get|erase) url=$input ;;
-store) url=$(printf '%s' "$input" | sed 's/.*"ServerURL":"\([^"]*\)".*/\1/') ;;
-*) echo "unknown action $1"; exit 1 ;;
-esac
-file="$dir/store/$(printf '%s' "$url" | tr -c 'A-Za-z0-9.' '_')"
-case "$1" in
-get) if [ -f "$file" ]; then cat "$file"; else echo "credentials not found in native keychain"; exit 1; fi ;;
-store) printf '%s' "$input" > "$file" ;;
-erase) if [ -f "$file" ]; then rm "$file"; else echo "credentials not found in native keychain"; exit 1; fi ;;
-esac
-"#;
+    pub(crate) const FAKE_HELPER: &str =
+        include_str!("../../../testdata/docker-credential-fake.sh");
 
     /// Write `docker-credential-<name>` with `script` into `dir`; returns a search path
     /// holding only `dir` and the system directories the script needs.
