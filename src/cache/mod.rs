@@ -30,6 +30,7 @@ pub mod content;
 pub mod copies;
 pub mod key;
 pub mod prune;
+pub mod share;
 pub mod stat;
 
 use std::collections::BTreeSet;
@@ -40,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use snapshotter::layer::LayerInfo;
 use snapshotter::{BlobDigest, DiffId, Digest};
 
-use crate::store::{ContentStore, Store};
+use crate::store::Store;
 pub use content::{InputEntry, InputKind, InputsDigest};
 pub use key::{CacheKey, Preimage};
 use stat::StatCache;
@@ -54,6 +55,8 @@ pub struct CacheSettings {
     pub no_cache_stages: BTreeSet<String>,
     /// `--debug-cache`: explain every miss.
     pub explain: bool,
+    /// `--cache-from`: records of exported caches, looked up after a local miss.
+    pub imported: Option<Arc<share::ImportedCache>>,
 }
 
 /// What a step produced.
@@ -126,6 +129,8 @@ pub enum Miss {
     Changed(Vec<String>),
     /// The same key was recorded, but its layer blob is no longer in the store.
     BlobGone(Digest),
+    /// A `--cache-from` cache has the key, but its layer could not be fetched.
+    ImportFailed(String),
 }
 
 impl std::fmt::Display for Miss {
@@ -135,6 +140,7 @@ impl std::fmt::Display for Miss {
             Miss::New => f.write_str("no earlier build of this step is recorded"),
             Miss::Changed(why) => write!(f, "changed: {}", why.join("; ")),
             Miss::BlobGone(d) => write!(f, "the recorded layer {d} was removed from the store"),
+            Miss::ImportFailed(why) => write!(f, "the imported cache could not be used: {why}"),
         }
     }
 }
@@ -147,6 +153,15 @@ pub struct BuildCache {
     /// Identifies the build's Dockerfile and context for [`Self::step_id`].
     build_id: String,
     stat_caches: Mutex<Vec<Arc<StatCache>>>,
+    /// The records this build hit or made, for `--cache-to`.
+    used: Mutex<Used>,
+}
+
+/// Records in the order first used, each once.
+#[derive(Debug, Default)]
+struct Used {
+    keys: std::collections::HashSet<CacheKey>,
+    records: Vec<Record>,
 }
 
 impl BuildCache {
@@ -162,6 +177,7 @@ impl BuildCache {
             settings,
             build_id: format!("{}\n{dockerfile_name}", context.display()),
             stat_caches: Mutex::new(Vec::new()),
+            used: Mutex::new(Used::default()),
         }
     }
 
@@ -240,17 +256,52 @@ impl BuildCache {
         Digest::of(text.as_bytes()).hex()
     }
 
-    /// The recorded outcome of `key`, if its blob is still in `content`. Marks the record used.
-    pub fn lookup(&self, key: &CacheKey, content: &ContentStore) -> Result<Record, Miss> {
+    /// The recorded outcome of `key`, if its blob is still in the store; else the record of a
+    /// `--cache-from` cache, its layer fetched into the store (and the record kept locally).
+    /// Marks the record used.
+    pub fn lookup(&self, key: &CacheKey, store: &Store) -> Result<Record, Miss> {
         let path = self.key_path(key);
-        let record = read_record(&path).ok_or(Miss::New)?;
-        if let Some(blob) = record.outcome.blob()
-            && !content.contains(&blob)
-        {
-            return Err(Miss::BlobGone(blob));
+        let miss = match read_record(&path) {
+            Some(record) => match record.outcome.blob() {
+                Some(blob) if !store.content().contains(&blob) => Miss::BlobGone(blob),
+                _ => {
+                    touch(&path);
+                    self.note_used(key, &record);
+                    return Ok(record);
+                }
+            },
+            None => Miss::New,
+        };
+        let Some(imported) = &self.settings.imported else {
+            return Err(miss);
+        };
+        match imported.fetch(key, store) {
+            None => Err(miss),
+            Some(Err(why)) => Err(Miss::ImportFailed(why)),
+            Some(Ok(record)) => {
+                if let Ok(json) = serde_json::to_vec(&record) {
+                    let _ = write_atomic(&path, &json);
+                }
+                self.note_used(key, &record);
+                Ok(record)
+            }
         }
-        touch(&path);
-        Ok(record)
+    }
+
+    fn note_used(&self, key: &CacheKey, record: &Record) {
+        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        if used.keys.insert(*key) {
+            used.records.push(record.clone());
+        }
+    }
+
+    /// The records this build hit or made, each once, in the order first used.
+    pub fn used(&self) -> Vec<Record> {
+        self.used
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .records
+            .clone()
     }
 
     /// Record a step's outcome under its key, and remember the key for the step's place.
@@ -263,6 +314,7 @@ impl BuildCache {
         if let Ok(json) = serde_json::to_vec(&record) {
             let _ = write_atomic(&self.key_path(&key), &json);
         }
+        self.note_used(&key, &record);
         let _ = write_atomic(&self.steps_path(step_id), key.0.hex().as_bytes());
     }
 
@@ -431,18 +483,12 @@ mod tests {
             uncompressed_size: 3,
         };
         let step = cache.step_id("", 2);
-        assert_eq!(
-            cache.lookup(&p.key(), store.content()).unwrap_err(),
-            Miss::New
-        );
+        assert_eq!(cache.lookup(&p.key(), &store).unwrap_err(), Miss::New);
         cache.record(&step, &p, outcome.clone());
-        assert_eq!(
-            cache.lookup(&p.key(), store.content()).unwrap().outcome,
-            outcome
-        );
+        assert_eq!(cache.lookup(&p.key(), &store).unwrap().outcome, outcome);
         store.content().delete(&blob.digest).unwrap();
         assert_eq!(
-            cache.lookup(&p.key(), store.content()).unwrap_err(),
+            cache.lookup(&p.key(), &store).unwrap_err(),
             Miss::BlobGone(blob.digest)
         );
     }

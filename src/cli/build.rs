@@ -12,6 +12,7 @@ use clap::Args;
 use super::progress::Progress;
 use super::transfer::{Direction, TransferLines};
 use super::{CmdResult, Failure, parse_ref};
+use crate::cache::share;
 use crate::image::{ImageRef, Platform};
 use crate::registry::{self, RegistryOptions};
 use crate::sandbox::Backend;
@@ -132,6 +133,21 @@ pub struct BuildArgs {
     /// Explain in each step's log why its result was not found in the cache.
     #[arg(long)]
     debug_cache: bool,
+    /// Use an exported build cache: `type=registry,ref=REF`, `type=local,src=DIR[,tag=TAG]`,
+    /// or a bare registry reference; repeatable (the first cache with a step wins).
+    #[arg(
+        long = "cache-from",
+        value_name = "type=registry,ref=REF|type=local,src=DIR"
+    )]
+    cache_from: Vec<String>,
+    /// Export the build cache: `type=registry,ref=REF` or `type=local,dest=DIR[,tag=TAG]`,
+    /// with `mode=min` (the final image's steps, the default) or `mode=max` (every step), and
+    /// `ignore-error=true`; repeatable.
+    #[arg(
+        long = "cache-to",
+        value_name = "type=registry,ref=REF|type=local,dest=DIR"
+    )]
+    cache_to: Vec<String>,
     /// An additional named context (`NAME=DIR` or `NAME=docker-image://REF`); repeatable.
     #[arg(long = "build-context", value_name = "NAME=SOURCE")]
     build_contexts: Vec<String>,
@@ -158,6 +174,16 @@ pub fn run(
         .map(|t| parse_ref(t).map(with_default_tag))
         .collect::<Result<Vec<ImageRef>, _>>()?;
     let outputs = parse_outputs(&args.outputs, &tags, args.push)?;
+    let cache_from = args
+        .cache_from
+        .iter()
+        .map(|v| share::parse_cache_from(v))
+        .collect::<Result<Vec<_>, _>>()?;
+    let cache_to = args
+        .cache_to
+        .iter()
+        .map(|v| share::parse_cache_to(v))
+        .collect::<Result<Vec<_>, _>>()?;
     check_platform(args.platform.as_deref())?;
     let reporter = Progress::stderr(&args.progress, args.quiet)?;
     let quiet = reporter.is_quiet();
@@ -193,6 +219,13 @@ pub fn run(
     if let Some(rt) = &args.runtime {
         run.backend = Backend::Oci(OciRuntime { binary: rt.clone() });
     }
+    let imported = (!cache_from.is_empty()).then(|| {
+        let (imported, warnings) = share::ImportedCache::load(&cache_from, &registry_opts);
+        for w in warnings {
+            eprintln!("WARNING: {w}");
+        }
+        std::sync::Arc::new(imported)
+    });
     let mut named_contexts = BTreeMap::new();
     for flag in &args.build_contexts {
         let (name, ctx) = named::parse(flag)?;
@@ -222,6 +255,7 @@ pub fn run(
                 .filter(|s| !s.is_empty())
                 .collect(),
             explain: args.debug_cache,
+            imported,
         },
         pull: args.pull,
     };
@@ -260,6 +294,9 @@ pub fn run(
             }
         }
     }
+    for spec in &cache_to {
+        export_cache(store, &out.cache, spec, &registry_opts, quiet)?;
+    }
     if let Some(path) = &args.metadata_file {
         let meta = BuildMetadata {
             image: exported.map(|m| (m, out.image_id)),
@@ -279,6 +316,42 @@ pub fn run(
         println!("{}", out.image_id);
     }
     Ok(())
+}
+
+/// Export the build cache as `spec` says; with `ignore-error=true` a failure is a warning.
+fn export_cache(
+    store: &Store,
+    used: &share::UsedRecords,
+    spec: &share::CacheExport,
+    opts: &RegistryOptions,
+    quiet: bool,
+) -> Result<(), Failure> {
+    let observer = TransferLines {
+        direction: Direction::Push,
+        quiet,
+    };
+    match share::export(store, used, spec, opts, &observer) {
+        Ok(done) => {
+            if !quiet {
+                eprintln!(
+                    "exported cache to {}: {} records, {} layers ({} sent), manifest {}",
+                    spec.dest, done.records, done.layers, done.sent, done.manifest.digest
+                );
+                if done.missing > 0 {
+                    eprintln!(
+                        "WARNING: {} records were left out: their layers are no longer in the store",
+                        done.missing
+                    );
+                }
+            }
+            Ok(())
+        }
+        Err(e) if spec.ignore_error => {
+            eprintln!("WARNING: {:#}", anyhow::Error::new(e));
+            Ok(())
+        }
+        Err(e) => Err(anyhow::Error::new(e).into()),
+    }
 }
 
 /// The outputs of a build: `--output`s with `-t` names and `--push` applied.

@@ -21,6 +21,7 @@
 //!
 //! Not responsible for: unpacking layers.
 
+mod artifact;
 mod auth;
 mod client;
 mod config;
@@ -38,13 +39,14 @@ mod tls;
 mod transport;
 mod upload;
 
+pub use artifact::{CONFIG_LIMIT, RemoteArtifact};
 pub use auth::login::{LoginOutcome, login};
 pub use credentials::{CredentialStore, Credentials, Secret, StoredIn};
 pub use endpoint::DOCKER_HUB_API_HOST;
 pub use error::{ApiError, ApiErrors, RegistryError, Result};
 pub use observer::{BlobKind, NoopObserver, PROGRESS_STEP, TransferEvent, TransferObserver};
 pub use pull::pull;
-pub use push::{push, push_all};
+pub use push::{push, push_all, push_manifest_all};
 
 use crate::image::Platform;
 

@@ -26,7 +26,7 @@ use super::observer::{BlobKind, TransferEvent, TransferObserver};
 use super::parallel;
 use super::retry::{self, Policy};
 use super::upload::{self, Mode, Upload};
-use crate::image::{Descriptor, ImageRef};
+use crate::image::{Descriptor, ImageRef, Manifest};
 use crate::store::{Store, StoredImage};
 
 /// Blobs uploaded at the same time (Docker's default), unless `KILN_MAX_CONCURRENT_UPLOADS`
@@ -54,7 +54,28 @@ pub fn push_all(
     opts: &RegistryOptions,
     observer: &dyn TransferObserver,
 ) -> Result<Descriptor> {
-    let manifest = &image.manifest_descriptor;
+    push_manifest_all(
+        store,
+        &image.manifest_descriptor,
+        &image.manifest,
+        dests,
+        opts,
+        observer,
+    )
+}
+
+/// Push the manifest `manifest` (stored in `store` under the descriptor `manifest_desc`) with
+/// its config and layers to every reference of `dests`: [`push_all`] for any manifest, image
+/// or not (the build cache's, see `cache::share`).
+pub fn push_manifest_all(
+    store: &Store,
+    manifest_desc: &Descriptor,
+    parsed: &Manifest,
+    dests: &[ImageRef],
+    opts: &RegistryOptions,
+    observer: &dyn TransferObserver,
+) -> Result<Descriptor> {
+    let manifest = manifest_desc;
     for dest in dests {
         if let Some(pinned) = dest.digest()
             && *pinned != manifest.digest
@@ -92,8 +113,8 @@ pub fn push_all(
         for repository in from {
             client.add_mount_source(repository);
         }
-        let blobs = std::iter::once((&image.manifest.config, BlobKind::Config))
-            .chain(image.manifest.layers.iter().map(|l| (l, BlobKind::Layer)));
+        let blobs = std::iter::once((&parsed.config, BlobKind::Config))
+            .chain(parsed.layers.iter().map(|l| (l, BlobKind::Layer)));
         let mut seen = BTreeSet::new();
         let uploads: Vec<Upload<'_>> = blobs
             .filter(|(desc, _)| seen.insert(desc.digest))

@@ -81,6 +81,8 @@ pub struct BuildOutput {
     pub manifest: Descriptor,
     /// The image ID (config digest).
     pub image_id: Digest,
+    /// The cache records the build used, for `--cache-to`.
+    pub cache: crate::cache::share::UsedRecords,
 }
 
 /// Why a build failed.
@@ -171,6 +173,14 @@ pub fn build(
         Err(Halt::Failed(e)) => return Err(e),
         Err(Halt::Canceled) => return Err(BuildError::Canceled),
     };
+    let mut used = crate::cache::share::UsedRecords {
+        records: cache.used(),
+        ..Default::default()
+    };
+    used.set_final(
+        &final_state.config.rootfs.diff_ids,
+        final_state.layers.iter().map(|l| l.digest),
+    );
     let (manifest, image_id) = export::export(
         store,
         &final_state,
@@ -188,7 +198,11 @@ pub fn build(
             name: tag.familiar(),
         });
     }
-    Ok(BuildOutput { manifest, image_id })
+    Ok(BuildOutput {
+        manifest,
+        image_id,
+        cache: used,
+    })
 }
 
 /// The plan's stages as a graph for [`schedule::run_graph`]: dependencies by position in

@@ -37,7 +37,7 @@ impl Fixture {
 }
 
 /// Each step's text and whether it was `CACHED`, from plain progress.
-fn steps(run: &Run) -> BTreeMap<String, bool> {
+pub(crate) fn steps(run: &Run) -> BTreeMap<String, bool> {
     let mut names: BTreeMap<String, String> = BTreeMap::new();
     let mut out = BTreeMap::new();
     for line in run.stderr.lines() {
@@ -65,7 +65,7 @@ fn steps(run: &Run) -> BTreeMap<String, bool> {
 }
 
 /// The steps (of those that make layers) that ran, i.e. were not CACHED.
-fn ran(run: &Run) -> Vec<String> {
+pub(crate) fn ran(run: &Run) -> Vec<String> {
     steps(run)
         .into_iter()
         .filter(|(name, cached)| {
@@ -78,7 +78,7 @@ fn ran(run: &Run) -> Vec<String> {
         .collect()
 }
 
-fn image_id(run: &Run) -> String {
+pub(crate) fn image_id(run: &Run) -> String {
     run.stdout.trim().to_owned()
 }
 

@@ -3,6 +3,7 @@
 
 mod archive;
 mod build_cache;
+mod build_cache_share;
 mod build_call;
 mod build_copy_add;
 mod build_named_context;

@@ -102,7 +102,7 @@ pub fn cached(
     let key = preimage.key();
     let step_id = env.cache.step_id(&place.id.stage, place.id.index);
     let miss = if place.lookups {
-        match env.cache.lookup(&key, env.store.content()) {
+        match env.cache.lookup(&key, env.store) {
             Ok(record) => {
                 place.hit.store(true, std::sync::atomic::Ordering::Relaxed);
                 return Ok(match record.outcome.layer() {
