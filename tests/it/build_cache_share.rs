@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::build_cache::{image_id, ran};
-use crate::harness::{self, Registry, Skip, skip_unless};
+use crate::harness::{self, Registry, Skip, TokenServer, skip_unless};
 use crate::oci_schema::{self, OciKind};
 use crate::support::{Run, busybox_store, kiln_env, run_tool, write_files};
 
@@ -400,5 +400,87 @@ fn a_failed_export_fails_the_build_unless_errors_are_ignored() {
         bad.stderr.contains("type=inline is not supported"),
         "{}",
         bad.stderr
+    );
+}
+
+#[test]
+fn a_cache_in_a_registry_with_bearer_tokens_uses_the_stored_credentials() {
+    use base64::Engine as _;
+    let ts = skip_unless!(TokenServer::start(&[("ci", "s3cret")]));
+    let reg = skip_unless!(Registry::start_with(&ts.registry_auth()));
+    let a = skip_unless!(runner());
+    let ctx = harness::tempdir();
+    write_files(
+        ctx.path(),
+        &[(
+            "Dockerfile",
+            "FROM busybox:local\nRUN head -c 16 /dev/urandom > /id\n",
+        )],
+    );
+    let cache_ref = format!("{}/ci/cache:main", reg.host_port());
+    let docker = harness::tempdir();
+    let with_config = |root: &Path, extra: &[&str]| {
+        let mut args = vec!["build", "--progress=plain", "-t", "app:1"];
+        args.extend_from_slice(extra);
+        args.push(ctx.path().to_str().unwrap());
+        kiln_env(
+            root,
+            &args,
+            &[
+                EPOCH,
+                ("DOCKER_CONFIG", docker.path().to_str().unwrap()),
+                ("REGISTRY_AUTH_FILE", ""),
+            ],
+        )
+    };
+    let to = format!("type=registry,ref={cache_ref}");
+
+    // No credentials: the export is refused by the registry, and the build fails saying so.
+    let refused = with_config(a.path(), &["--cache-to", &to]).fails_with(1);
+    assert!(
+        refused.stderr.contains("exporting the build cache"),
+        "{}",
+        refused.stderr
+    );
+
+    // With the credentials Docker's config file holds: a token for pull and push.
+    let auth = base64::engine::general_purpose::STANDARD.encode("ci:s3cret");
+    write_files(
+        docker.path(),
+        &[(
+            "config.json",
+            &format!(
+                r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#,
+                reg.host_port()
+            ),
+        )],
+    );
+    ts.clear_requests();
+    let first = with_config(a.path(), &["--cache-to", &to]).ok();
+    assert_eq!(exported(&first).0, 1, "{}", first.stderr);
+    let seen = ts.requests();
+    assert!(
+        seen.iter()
+            .all(|r| r.user.as_deref() == Some("ci")
+                && r.scopes == ["repository:ci/cache:pull,push"]),
+        "{seen:#?}"
+    );
+
+    // A fresh runner imports with a pull-only token and runs nothing.
+    ts.clear_requests();
+    let b = skip_unless!(runner());
+    let second = with_config(
+        b.path(),
+        &["--cache-from", &format!("type=registry,ref={cache_ref}")],
+    )
+    .ok();
+    assert!(ran(&second).is_empty(), "{}", second.stderr);
+    assert_eq!(image_id(&first), image_id(&second));
+    let seen = ts.requests();
+    assert!(!seen.is_empty());
+    assert!(
+        seen.iter()
+            .all(|r| r.scopes == ["repository:ci/cache:pull"] && r.status == 200),
+        "{seen:#?}"
     );
 }
