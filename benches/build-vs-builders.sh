@@ -12,12 +12,16 @@
 # The three tools take turns within each measurement (kiln cold, BuildKit cold, buildah cold, kiln
 # no-op, ...), so a change of machine load hits them alike. Then, kiln only:
 #   flat   no-op rebuild of a `COPY . /app` context of FLAT_FILES small files and of 10 times as many;
-#   rss    peak RSS of a cold kiln build of bigcopy (`/usr/bin/time -v`, "Maximum resident set size").
+#   rss    peak RSS of a cold kiln build of bigcopy (`/usr/bin/time -v`, "Maximum resident set size");
+#   cachefrom  per case, a build in a fresh store with `--cache-from` the cache that the case's
+#          store exported (`--cache-to type=registry,mode=max` to localhost:5000): what a new CI
+#          runner pays, next to kiln's cold build.
 # Prints a table (case, measurement, kiln s, buildkit s, buildah s, kiln/buildkit, kiln/buildah) and
 # writes TSV, hyperfine JSON and build logs to $BENCH_RESULTS/<UTC time>/ (also `latest`).
 #
 #   sudo benches/build-vs-builders.sh [--cases "multistage bigcopy debian-run many-layers"]
-#                                     [--tools "kiln docker buildah"] [--extras "flat rss"]
+#                                     [--tools "kiln docker buildah"]
+#                                     [--extras "flat rss cachefrom"]
 #
 # Env: RUNS (3), KILN (a kiln binary; default: `cargo build --release`, then target/release/kiln),
 # KILN_BUILD_FLAGS (extra `kiln build` flags), FLAT_FILES (5000), BENCH_RESULTS
@@ -41,7 +45,7 @@ export BENCH_WORK BENCH_RESULTS
 
 CASES="multistage bigcopy debian-run many-layers"
 TOOLS="kiln docker buildah"
-EXTRAS="flat rss"
+EXTRAS="flat rss cachefrom"
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case $1 in
@@ -63,7 +67,7 @@ for c in $CASES; do
   [ -f "$SHARED_BENCH/cases/$c/case.env" ] || { echo "build-vs-builders: no case '$c' in $SHARED_BENCH/cases" >&2; exit 2; }
 done
 for e in $EXTRAS; do
-  case $e in flat|rss) ;; *) echo "build-vs-builders: unknown extra '$e' (flat, rss)" >&2; exit 2;; esac
+  case $e in flat|rss|cachefrom) ;; *) echo "build-vs-builders: unknown extra '$e' (flat, rss, cachefrom)" >&2; exit 2;; esac
 done
 has() { case " $1 " in *" $2 "*) return 0;; *) return 1;; esac; }
 has "$TOOLS" kiln || EXTRAS=""
@@ -305,6 +309,27 @@ if has "$EXTRAS" rss; then
     printf 'bigcopy-cold-peak-rss\tfail\tKiB\n' >>"$EXTRAS_TSV"
     log "rss: the build failed, see $RUN_DIR/rss-bigcopy.log"
   fi
+fi
+# ------------------------------------------------------------------ kiln only: a fresh store with --cache-from
+if has "$EXTRAS" cachefrom; then
+  for CASE in $CASES; do
+    CTX=$WORK/$CASE
+    bash "$SHARED_BENCH/cases/$CASE/gen.sh" "$CTX"
+    cache_ref=$REG/kiln-bench-cache/$CASE:cache
+    set_tool kiln "$CASE" "$CTX"
+    log "cachefrom: exporting $CASE's cache to $cache_ref"
+    if ! bash -c "$BUILD --cache-to type=registry,ref=$cache_ref,mode=max" >"$RUN_DIR/cachefrom-$CASE-export.log" 2>&1; then
+      log "cachefrom: the export failed, see $RUN_DIR/cachefrom-$CASE-export.log"
+      continue
+    fi
+    set_tool kiln "$CASE-cachefrom" "$CTX"
+    hf "$CASE" cachefrom kiln "$COLD_PREP" "$BUILD --cache-from type=registry,ref=$cache_ref" || true
+    awk -F'\t' -v c="$CASE" '
+      $1 == c && $3 == "kiln" && $2 == "cold" { cold = $4 }
+      $1 == c && $3 == "kiln" && $2 == "cachefrom" { from = $4 }
+      END { printf "%s-cachefrom-over-cold\t%s\tratio\n", c, (cold + 0 > 0 && from + 0 > 0) ? sprintf("%.3f", from / cold) : "-" }
+    ' "$RESULTS_TSV" >>"$EXTRAS_TSV"
+  done
 fi
 echo "load at end	$(cut -d' ' -f1-3 /proc/loadavg)" >>"$RUN_DIR/env.tsv"
 
