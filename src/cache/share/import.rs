@@ -285,6 +285,95 @@ mod tests {
         e.finish().unwrap()
     }
 
+    fn record(n: u8, layer: Option<&Descriptor>) -> Record {
+        let mut p = crate::cache::Preimage::new("run", None);
+        p.field("n", n);
+        Record {
+            preimage: p,
+            outcome: match layer {
+                None => Outcome::Unchanged,
+                Some(d) => Outcome::Layer {
+                    digest: d.digest,
+                    diff_id: Digest::of(b"tar"),
+                    size: d.size,
+                    uncompressed_size: 3,
+                },
+            },
+        }
+    }
+
+    #[test]
+    fn records_need_their_layer_in_the_manifest_and_the_first_cache_wins() {
+        let layer = Descriptor::new(
+            crate::image::media_type::OCI_LAYER_GZIP,
+            Digest::of(b"blob"),
+            4,
+        );
+        let other = Descriptor::new(
+            crate::image::media_type::OCI_LAYER_GZIP,
+            Digest::of(b"other"),
+            5,
+        );
+        let manifest = |layers: Vec<Descriptor>| Manifest {
+            schema_version: 2,
+            media_type: None,
+            artifact_type: None,
+            config: Descriptor::new(CONFIG_MEDIA_TYPE, Digest::of(b"c"), 1),
+            layers,
+            subject: None,
+            annotations: Default::default(),
+        };
+        let mut old = record(4, None);
+        old.preimage.version = "kiln.cache.v0".to_owned();
+        let mut cache = ImportedCache::default();
+        let dir = tempfile::tempdir().unwrap();
+        let layout = || Loaded::Local(Layout::create(dir.path()).unwrap());
+        cache.add(
+            layout(),
+            &manifest(vec![layer.clone()]),
+            CacheConfig {
+                records: vec![
+                    record(1, Some(&layer)),
+                    record(2, Some(&other)),
+                    record(3, None),
+                    old.clone(),
+                ],
+            },
+        );
+        // Record 2's layer is not in its manifest, record 4 has another key version.
+        assert_eq!(cache.len(), 2);
+        assert!(cache.contains(&record(1, Some(&layer)).preimage.key()));
+        assert!(!cache.contains(&record(2, Some(&other)).preimage.key()));
+        assert!(cache.contains(&record(3, None).preimage.key()));
+        assert!(!cache.contains(&old.preimage.key()));
+        // A second cache with the same key does not replace the first one's record.
+        cache.add(
+            layout(),
+            &manifest(vec![other.clone()]),
+            CacheConfig {
+                records: vec![record(3, None), record(2, Some(&other))],
+            },
+        );
+        assert_eq!(cache.len(), 3);
+        assert_eq!(cache.records[&record(3, None).preimage.key()].source, 0);
+        assert_eq!(
+            cache.records[&record(2, Some(&other)).preimage.key()].source,
+            1
+        );
+        // An unchanged record needs nothing fetched.
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let got = cache
+            .fetch(&record(3, None).preimage.key(), &store)
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.outcome, Outcome::Unchanged);
+        assert!(
+            cache
+                .fetch(&record(9, None).preimage.key(), &store)
+                .is_none()
+        );
+    }
+
     #[test]
     fn a_layer_is_stored_only_when_digest_size_and_diff_id_match() {
         let d = tempfile::tempdir().unwrap();
