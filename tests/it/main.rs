@@ -27,3 +27,4 @@ mod sandbox;
 mod sandbox_userns;
 mod snapshots;
 mod support;
+mod untagged;
