@@ -17,10 +17,12 @@
 //! resolved to the requested platform) named by their `io.containerd.image.name` annotation, or
 //! by `org.opencontainers.image.ref.name` when that is a full reference (podman, skopeo).
 //!
-//! Images without any name are not stored (kiln's store keeps named images only); they are
-//! reported in [`Loaded::unnamed`], and an archive with no named image at all is refused.
+//! Images without any name (`docker save IMAGE_ID`, `skopeo copy` to an archive without a
+//! reference, an `index.json` without name annotations) are stored as untagged images, as
+//! `docker load` keeps them (`<none>` in `kiln images`, addressed by ID) — unless the store
+//! already holds an image with that ID, which then stands for it (its blobs are not added).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 
 use snapshotter::{DiffId, Digest};
@@ -43,7 +45,8 @@ pub struct LoadedImage {
     pub manifest: Descriptor,
     /// The image ID (config digest).
     pub id: Digest,
-    /// The names set, in archive order.
+    /// The names set, in archive order; none for an image the archive does not name (kept as
+    /// an untagged image).
     pub names: Vec<ImageRef>,
     /// Names that pointed at another image before the load, with that image's ID.
     pub replaced: Vec<(ImageRef, Digest)>,
@@ -53,9 +56,8 @@ pub struct LoadedImage {
 #[derive(Debug, Clone)]
 pub struct Loaded {
     pub format: ArchiveFormat,
+    /// The images, in archive order (an image the archive lists twice, once).
     pub images: Vec<LoadedImage>,
-    /// IDs of images in the archive that had no name and were not stored.
-    pub unnamed: Vec<Digest>,
 }
 
 /// Where an image's manifest comes from.
@@ -91,32 +93,40 @@ pub fn load(store: &Store, input: impl Read, platform: &Platform) -> Result<Load
     if plans.is_empty() {
         return Err(ArchiveError::Empty);
     }
-    let (named, unnamed): (Vec<Plan>, Vec<Plan>) =
-        plans.into_iter().partition(|p| !p.names.is_empty());
-    if named.is_empty() {
-        return Err(ArchiveError::NoNamedImage);
-    }
-    let unnamed = unnamed
+    // An image listed without a name and again with one (or twice without) is loaded once.
+    let named_ids: BTreeSet<Digest> = plans
         .iter()
+        .filter(|p| !p.names.is_empty())
         .map(|p| p.id)
-        .filter(|id| !named.iter().any(|n| n.id == *id))
         .collect();
-    let images = commit(store, &mut scanned, named)?;
-    Ok(Loaded {
-        format,
-        images,
-        unnamed,
-    })
+    let mut unnamed_ids = BTreeSet::new();
+    let kept: Vec<Plan> = plans
+        .into_iter()
+        .filter(|p| !p.names.is_empty() || (!named_ids.contains(&p.id) && unnamed_ids.insert(p.id)))
+        .collect();
+    let images = commit(store, &mut scanned, kept)?;
+    Ok(Loaded { format, images })
 }
 
-/// Publish the blobs of `plans`, then set their names.
+/// Publish the blobs of `plans`, then set their names, or keep them as untagged images.
 fn commit(
     store: &Store,
     scanned: &mut Scanned,
     plans: Vec<Plan>,
 ) -> Result<Vec<LoadedImage>, ArchiveError> {
     let _lease = store.lease()?;
+    // An unnamed image the store already has (by ID) adds nothing: that one stands for it.
+    let mut existing: Vec<Option<Descriptor>> = Vec::with_capacity(plans.len());
     for plan in &plans {
+        existing.push(match plan.names.is_empty() {
+            true => store.manifest_with_id(&plan.id)?,
+            false => None,
+        });
+    }
+    for (plan, existing) in plans.iter().zip(&existing) {
+        if existing.is_some() {
+            continue;
+        }
         for &i in std::iter::once(&plan.config).chain(&plan.layers) {
             if let Some(blob) = scanned.files[i].blob.take() {
                 blob.publish()?;
@@ -135,7 +145,20 @@ fn commit(
     }
     let before = store.refs()?;
     let mut loaded = Vec::with_capacity(plans.len());
-    for plan in plans {
+    for (plan, existing) in plans.into_iter().zip(existing) {
+        if plan.names.is_empty() {
+            let manifest = match existing {
+                Some(m) => m,
+                None => store.keep_untagged(&plan.descriptor)?,
+            };
+            loaded.push(LoadedImage {
+                manifest,
+                id: plan.id,
+                names: Vec::new(),
+                replaced: Vec::new(),
+            });
+            continue;
+        }
         let mut replaced = Vec::new();
         for name in &plan.names {
             if let Some(old) = before.get(name)
@@ -563,12 +586,7 @@ mod tests {
         let (archive, id) = legacy_archive(None);
         let loaded = load(&store, &archive[..], &Platform::host()).unwrap();
         assert_eq!(loaded.format, ArchiveFormat::Docker);
-        assert_eq!(loaded.images.len(), 1);
-        assert_eq!(
-            loaded.unnamed.len(),
-            1,
-            "the unnamed image is reported, not stored"
-        );
+        assert_eq!(loaded.images.len(), 2, "{loaded:?}");
         let image = &loaded.images[0];
         assert_eq!(image.id, id);
         let names: Vec<String> = image.names.iter().map(ImageRef::familiar).collect();
@@ -593,6 +611,81 @@ mod tests {
             [media_type::OCI_LAYER_GZIP, media_type::OCI_LAYER_ZSTD]
         );
         assert!(stored.blobs().all(|b| store.content().contains(&b)));
+
+        // The image without a name is kept untagged, found by a short ID, its blobs stored.
+        let untagged = &loaded.images[1];
+        assert!(untagged.names.is_empty());
+        assert_ne!(untagged.id, id);
+        let refs = store.all_refs().unwrap();
+        assert_eq!(
+            refs.untagged().keys().collect::<Vec<_>>(),
+            [&untagged.manifest.digest]
+        );
+        let (found, names) = store.find(&untagged.id.hex()[..12]).unwrap();
+        assert!(names.is_empty());
+        assert_eq!(found.id(), untagged.id);
+        assert!(found.blobs().all(|b| store.content().contains(&b)));
+
+        // Loading again changes nothing; the same image by ID in another archive is the one
+        // already stored.
+        let again = load(&store, &archive[..], &Platform::host()).unwrap();
+        assert_eq!(again.images[1].manifest, untagged.manifest);
+        assert_eq!(store.all_refs().unwrap(), refs);
+    }
+
+    /// An OCI layout whose `index.json` names nothing, with the image listed twice.
+    #[test]
+    fn an_oci_layout_without_names_loads_untagged() {
+        let layer = {
+            let mut b = tar::Builder::new(Vec::new());
+            let mut h = tar::Header::new_ustar();
+            h.set_size(2);
+            h.set_mode(0o644);
+            b.append_data(&mut h, "f", &b"hi"[..]).unwrap();
+            b.into_inner().unwrap()
+        };
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [Digest::of(&layer).to_string()]},
+        }))
+        .unwrap();
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": media_type::OCI_MANIFEST,
+            "config": {"mediaType": media_type::OCI_CONFIG, "digest": Digest::of(&config).to_string(), "size": config.len()},
+            "layers": [{"mediaType": media_type::OCI_LAYER_TAR, "digest": Digest::of(&layer).to_string(), "size": layer.len()}],
+        }))
+        .unwrap();
+        let entry = serde_json::json!({
+            "mediaType": media_type::OCI_MANIFEST,
+            "digest": Digest::of(&manifest).to_string(),
+            "size": manifest.len(),
+        });
+        let index = serde_json::json!({"schemaVersion": 2, "manifests": [entry, entry]});
+        let blob = |b: &[u8]| (format!("blobs/sha256/{}", Digest::of(b).hex()), b.to_vec());
+        let archive = tar_of(&[
+            (
+                "oci-layout".to_owned(),
+                br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+            ),
+            ("index.json".to_owned(), serde_json::to_vec(&index).unwrap()),
+            blob(&manifest),
+            blob(&config),
+            blob(&layer),
+        ]);
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let loaded = load(&store, &archive[..], &Platform::host()).unwrap();
+        assert_eq!(loaded.format, ArchiveFormat::Oci);
+        assert_eq!(loaded.images.len(), 1, "{loaded:?}");
+        assert_eq!(loaded.images[0].id, Digest::of(&config));
+        assert_eq!(loaded.images[0].manifest.digest, Digest::of(&manifest));
+        assert!(store.refs().unwrap().is_empty());
+        let (found, names) = store
+            .find(&format!("sha256:{}", Digest::of(&config).hex()))
+            .unwrap();
+        assert!(names.is_empty());
+        assert_eq!(found.manifest_descriptor.digest, Digest::of(&manifest));
     }
 
     #[test]

@@ -126,10 +126,6 @@ pub enum ArchiveError {
     NoPlatform { what: String, platform: String },
     #[error("the archive holds no image")]
     Empty,
-    #[error(
-        "no image in the archive has a name (RepoTags, or an image name annotation in index.json), and kiln's store keeps only named images: save the images by name"
-    )]
-    NoNamedImage,
     #[error("{} is not valid UTF-8", .0.display())]
     NonUtf8Path(PathBuf),
     #[error(transparent)]

@@ -64,11 +64,11 @@ pub fn prune(store: &Store, options: PruneOptions) -> Result<Pruned, PruneError>
     let _exclusive = store.exclusive_content_lock()?;
     let dir = store.build_cache_dir();
     let mut entries = load_records(&dir.join("keys"))?;
-    // Blobs and ChainIDs of tagged images stay whatever happens.
+    // Blobs and ChainIDs of images (tagged or untagged) stay whatever happens.
     let mut image_blobs = BTreeSet::new();
     let mut needed_chains: BTreeSet<ChainId> = BTreeSet::new();
-    for target in store.refs()?.values() {
-        if let Ok(image) = store.image(&target.manifest) {
+    for manifest in store.all_refs()?.manifests() {
+        if let Ok(image) = store.image(&manifest) {
             image_blobs.extend(image.blobs());
             let diff_ids: Vec<DiffId> = image.config.rootfs.diff_ids.clone();
             for i in 1..=diff_ids.len() {

@@ -1,5 +1,6 @@
 //! `kiln load [-i FILE] [-q]`: images from a docker-archive or oci-archive (plain or
-//! compressed), from a file or stdin, into the store; then unpacked, as after a pull.
+//! compressed), from a file or stdin, into the store; then unpacked, as after a pull. Images the
+//! archive does not name are kept untagged, as `docker load` keeps them.
 
 use std::io::{BufReader, IsTerminal};
 use std::path::PathBuf;
@@ -19,14 +20,16 @@ pub struct LoadArgs {
     /// Read from tar archive file, instead of STDIN.
     #[arg(short, long, value_name = "FILE")]
     input: Option<PathBuf>,
-    /// Suppress the load output.
+    /// Suppress the load output (kiln shows no progress while loading: accepted as `docker
+    /// load -q` is, the names loaded are still printed).
     #[arg(short, long)]
     quiet: bool,
 }
 
 pub fn run(store: &Store, storage_driver: Option<StorageDriver>, args: LoadArgs) -> CmdResult {
+    let LoadArgs { input, quiet: _ } = args;
     let platform = Platform::host();
-    let loaded = match &args.input {
+    let loaded = match &input {
         Some(path) => {
             let file = fs_err::File::open(path)?;
             archive::load(store, BufReader::with_capacity(256 * 1024, file), &platform)
@@ -64,12 +67,9 @@ pub fn run(store: &Store, storage_driver: Option<StorageDriver>, args: LoadArgs)
         for name in &image.names {
             println!("Loaded image: {}", name.familiar());
         }
-    }
-    if !args.quiet {
-        for id in &loaded.unnamed {
-            eprintln!(
-                "warning: image {id} has no name in the archive and was not loaded: kiln keeps only named images"
-            );
+        if image.names.is_empty() {
+            // As `docker load` of an image saved by ID: kept untagged (`<none>`).
+            println!("Loaded image ID: {}", image.id);
         }
     }
     Ok(())

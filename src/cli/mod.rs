@@ -111,6 +111,8 @@ pub enum ImageCommand {
     Save(save::SaveArgs),
     /// Load images from a tar archive or STDIN.
     Load(load::LoadArgs),
+    /// Remove untagged (dangling) images.
+    Prune(rmi::PruneArgs),
 }
 
 /// How a command failed.
@@ -204,6 +206,7 @@ fn run(cli: Cli) -> CmdResult {
         }
         Command::Push(a) | Command::Image(ImageCommand::Push(a)) => push::run(&open()?, a),
         Command::Image(ImageCommand::Inspect(a)) => inspect::run(&open()?, a),
+        Command::Image(ImageCommand::Prune(a)) => rmi::prune(&open()?, a),
         Command::Save(a) | Command::Image(ImageCommand::Save(a)) => save::run(&open()?, a),
         Command::Load(a) | Command::Image(ImageCommand::Load(a)) => {
             load::run(&open()?, cli.global.storage_driver, a)

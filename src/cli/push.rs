@@ -24,8 +24,22 @@ pub struct PushArgs {
 }
 
 pub fn run(store: &Store, args: PushArgs) -> CmdResult {
-    let (image, _) = store.find(&args.image)?;
-    let dest = parse_ref(args.destination.as_deref().unwrap_or(&args.image))?;
+    let (image, names) = store.find(&args.image)?;
+    let dest = match &args.destination {
+        Some(d) => parse_ref(d)?,
+        // Found by ID (perhaps an untagged image): there is no name to push to.
+        None => parse_ref(&args.image)
+            .ok()
+            .filter(|r| names.contains(r))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "`{}` is an image ID, and a push needs a name: tag the image first (`kiln tag {} NAME[:TAG]`) or give the destination (`kiln push {} NAME[:TAG]`)",
+                    args.image,
+                    args.image,
+                    args.image
+                )
+            })?,
+    };
     let opts = RegistryOptions {
         tls_verify: args.tls_verify,
         ..RegistryOptions::default()

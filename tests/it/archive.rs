@@ -349,15 +349,36 @@ fn docker_save_archives_load_into_kiln() {
         "application/vnd.docker.image.rootfs.diff.tar"
     );
 
-    // Saved by ID only: no name in the archive, which kiln's store cannot keep.
+    // Saved by ID only: no name in the archive; kept as an untagged image, as Docker does.
     let by_id = out.path().join("by-id.tar");
     harness::run_ok(daemon.docker().args(["save", "-o", p(&by_id), &id]));
     let fresh = harness::tempdir();
-    let run = kiln(fresh.path(), &["load", "-i", p(&by_id)]).fails_with(1);
+    let run = kiln(fresh.path(), &["load", "-i", p(&by_id)]).ok();
+    assert_eq!(run.stdout, format!("Loaded image ID: {id}\n"));
+    let listed = kiln(fresh.path(), &["images"]).ok().stdout;
+    let row: Vec<&str> = listed.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row[..3], ["<none>", "<none>", &id[7..19]], "{listed}");
+    let v = inspect(fresh.path(), &id[7..19]);
+    assert_eq!(
+        (&v["Id"], &v["RepoTags"]),
+        (&Value::from(id.as_str()), &serde_json::json!([]))
+    );
+
+    // And back: kiln saves it by ID, dockerd loads it as an image without a name.
+    harness::run_ok(daemon.docker().args(["rmi", "-f", &id]));
+    let back = out.path().join("back.tar");
+    kiln(fresh.path(), &["save", "-o", p(&back), &id[7..19]]).ok();
+    let loaded = harness::run_ok(daemon.docker().args(["load", "-i", p(&back)]));
+    assert_eq!(loaded.trim(), format!("Loaded image ID: {id}"));
+    let listed = harness::run_ok(daemon.docker().args([
+        "images",
+        "--no-trunc",
+        "--format",
+        "{{.Repository}} {{.Tag}} {{.ID}}",
+    ]));
     assert!(
-        run.stderr.contains("no image in the archive has a name"),
-        "{}",
-        run.stderr
+        listed.lines().any(|l| l == format!("<none> <none> {id}")),
+        "{listed}"
     );
 }
 

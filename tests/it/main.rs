@@ -28,3 +28,4 @@ mod sandbox;
 mod sandbox_userns;
 mod snapshots;
 mod support;
+mod untagged;
