@@ -1,6 +1,6 @@
 //! Layer apply: the malicious corpus in `testdata/layers/`, round trips of layers written by
-//! `LayerWriter`, the busybox image, whiteout conversion in both modes, and all-or-nothing on
-//! digest mismatches. Tests that need root print `SKIP <test>: <reason>` and return otherwise.
+//! `LayerWriter`, the busybox image, whiteout conversion in both modes, all-or-nothing on
+//! digest mismatches, and which digests are computed (uncompressed: one hash; vouched: none). Tests that need root print `SKIP <test>: <reason>` and return otherwise.
 
 #![allow(clippy::print_stderr)]
 
@@ -11,8 +11,8 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use snapshotter::apply::{
-    ApplyError, ApplyExpect, ApplyOptions, Durability, Limit, Resolver, SymlinkResolution,
-    UnsafePathReason, WarningKind, WhiteoutMode, apply,
+    ApplyError, ApplyExpect, ApplyOptions, BlobCompression, Durability, Limit, Resolver,
+    SymlinkResolution, UnsafePathReason, Verification, WarningKind, WhiteoutMode, apply,
 };
 use snapshotter::layer::{Compression, Entry, EntryKind, LayerPath, LayerWriter, Xattr};
 use snapshotter::{BlobDigest, DiffId, Digest};
@@ -779,4 +779,93 @@ fn busybox_layer_applies() {
             .starts_with("root:x:0:0")
     );
     assert!(report.entries > 100, "{} entries", report.entries);
+}
+
+#[test]
+fn an_uncompressed_layer_reports_its_digest_as_diff_id_and_is_still_checked() {
+    let (bytes, diff_id, digest) = valid_layer(Compression::Uncompressed);
+    assert_eq!(
+        diff_id.0, digest.0,
+        "an uncompressed layer is its own tar stream"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let report = apply(
+        &bytes[..],
+        &tmp.path().join("ok"),
+        ApplyExpect {
+            diff_id: Some(diff_id),
+            digest: Some(digest),
+        },
+        &opts(WhiteoutMode::Delete),
+    )
+    .unwrap();
+    assert_eq!(report.compression, BlobCompression::Uncompressed);
+    assert_eq!((report.diff_id, report.digest), (diff_id, digest));
+    assert_eq!(report.compressed_size, bytes.len() as u64);
+    assert_eq!(report.uncompressed_size, bytes.len() as u64);
+
+    let wrong = DiffId(Digest::of(b"not this layer"));
+    let err = apply(
+        &bytes[..],
+        &tmp.path().join("bad"),
+        ApplyExpect {
+            diff_id: Some(wrong),
+            digest: None,
+        },
+        &opts(WhiteoutMode::Delete),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, ApplyError::DiffIdMismatch { actual, .. } if actual == diff_id),
+        "{err:?}"
+    );
+    assert!(!tmp.path().join("bad").exists());
+}
+
+#[test]
+fn a_vouched_blob_is_not_hashed_again() {
+    let (bytes, diff_id, digest) = valid_layer(Compression::Gzip);
+    let tmp = tempfile::tempdir().unwrap();
+    let vouched = ApplyOptions {
+        verification: Verification::Vouched,
+        ..opts(WhiteoutMode::Delete)
+    };
+    // The caller's word is taken: digests that the bytes do not have are reported back
+    // unchecked, which shows that nothing was hashed (a real caller vouches only for digests
+    // it verified on these bytes).
+    let claimed = ApplyExpect {
+        diff_id: Some(DiffId(Digest::of(b"claimed diff id"))),
+        digest: Some(BlobDigest(Digest::of(b"claimed digest"))),
+    };
+    let report = apply(&bytes[..], &tmp.path().join("vouched"), claimed, &vouched).unwrap();
+    assert_eq!(
+        (Some(report.diff_id), Some(report.digest)),
+        (claimed.diff_id, claimed.digest)
+    );
+    assert_eq!(
+        fs_err::read(tmp.path().join("vouched/d/suid")).unwrap(),
+        b"hello",
+        "the layer landed"
+    );
+    assert_eq!(snapshot(&tmp.path().join("vouched")).len(), 6);
+
+    // Without both digests there is nothing to vouch for: the apply hashes and checks.
+    let half = ApplyExpect {
+        diff_id: Some(DiffId(Digest::of(b"wrong"))),
+        digest: None,
+    };
+    let err = apply(&bytes[..], &tmp.path().join("half"), half, &vouched).unwrap_err();
+    assert!(
+        matches!(err, ApplyError::DiffIdMismatch { actual, .. } if actual == diff_id),
+        "{err:?}"
+    );
+    assert!(!tmp.path().join("half").exists());
+    let report = apply(
+        &bytes[..],
+        &tmp.path().join("computed"),
+        ApplyExpect::default(),
+        &vouched,
+    )
+    .unwrap();
+    assert_eq!((report.diff_id, report.digest), (diff_id, digest));
 }

@@ -4,7 +4,7 @@ use clap::Args;
 
 use super::transfer::{Direction, TransferLines};
 use super::{CmdResult, parse_ref};
-use crate::registry::{self, RegistryOptions};
+use crate::registry::{self, ReadyLayer, RegistryOptions};
 use crate::solver::rootfs::{self, Snapshots};
 use crate::store::Store;
 use snapshotter::snapshot::StorageDriver;
@@ -42,16 +42,22 @@ pub fn run(store: &Store, storage_driver: Option<StorageDriver>, args: PullArgs)
         direction: Direction::Pull,
         quiet: args.quiet,
     };
-    let image = registry::pull(store, &reference, &opts, &observer)?;
     // As with Docker and containerd, a pulled image is unpacked: its layers become snapshots
-    // named by ChainID, shared with every other image built on the same layers.
+    // named by ChainID, shared with every other image built on the same layers. Each layer is
+    // unpacked as soon as it and the layers below it are stored, while the others download;
+    // a layer the pull verified while downloading is not hashed again.
     let snapshots = Snapshots::new(store, storage_driver);
-    rootfs::ensure_chain(
-        snapshots.get()?,
-        store.content(),
-        &image.manifest.layers,
-        &image.config.rootfs.diff_ids,
-    )?;
+    let unpack = |ready: ReadyLayer<'_>| -> anyhow::Result<()> {
+        rootfs::ensure_chain_verified(
+            snapshots.get()?,
+            store.content(),
+            ready.layers,
+            ready.diff_ids,
+            ready.verified,
+        )?;
+        Ok(())
+    };
+    let image = registry::pull_unpacking(store, &reference, &opts, &observer, &unpack)?;
     if !args.quiet {
         eprintln!("Digest: {}", image.manifest_descriptor.digest);
         eprintln!("Status: Downloaded image for {}", reference.familiar());

@@ -104,6 +104,7 @@ impl RemoteArtifact {
             diff_id,
         };
         download::fetch_blob(&self.client, store, &wanted, &self.policy, &NoopObserver)
+            .map(|_| ())
     }
 }
 

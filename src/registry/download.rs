@@ -35,6 +35,16 @@ pub struct Wanted<'a> {
     pub diff_id: Option<DiffId>,
 }
 
+/// How [`fetch_blob`] got a blob into the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetched {
+    /// It was there already (its content was not read).
+    Present,
+    /// Downloaded now, its digest and size verified; `diff_id` is the DiffID its uncompressed
+    /// content was verified against, if any (see [`Wanted::diff_id`]).
+    Downloaded { diff_id: Option<DiffId> },
+}
+
 /// Download `wanted` into `store` unless it is there already.
 pub fn fetch_blob(
     client: &Client,
@@ -42,13 +52,13 @@ pub fn fetch_blob(
     wanted: &Wanted<'_>,
     policy: &Policy,
     observer: &dyn TransferObserver,
-) -> Result<()> {
+) -> Result<Fetched> {
     let digest = wanted.desc.digest;
     let kind = wanted.kind;
     let _claim = InFlight::claim(digest);
     if store.content().contains(&digest) {
         observer.event(TransferEvent::BlobExists { digest, kind });
-        return Ok(());
+        return Ok(Fetched::Present);
     }
     observer.event(TransferEvent::BlobStarted {
         digest,
@@ -63,9 +73,9 @@ pub fn fetch_blob(
         observer,
         what: format!("blob {digest} from {}", client.repository()),
     };
-    download.run()?;
+    let diff_id = download.run()?;
     observer.event(TransferEvent::BlobDone { digest, kind });
-    Ok(())
+    Ok(Fetched::Downloaded { diff_id })
 }
 
 struct Download<'a> {
@@ -86,7 +96,8 @@ enum Attempt {
 }
 
 impl Download<'_> {
-    fn run(&self) -> Result<()> {
+    /// Download, verify and store the blob; the DiffID it was verified against, if any.
+    fn run(&self) -> Result<Option<DiffId>> {
         let desc = self.wanted.desc;
         let digest = desc.digest;
         let url = self.client.url(
@@ -225,8 +236,9 @@ impl Download<'_> {
     }
 
     /// Verify, in this order, the blob's digest and size, then its DiffID, and only then
-    /// make it visible in the store (the ingest file is removed on every error path).
-    fn commit(&self, sink: Sink) -> Result<()> {
+    /// make it visible in the store (the ingest file is removed on every error path). Returns
+    /// the DiffID the content was verified against, if any.
+    fn commit(&self, sink: Sink) -> Result<Option<DiffId>> {
         let desc = self.wanted.desc;
         let what = &self.what;
         let (writer, uncompressed) = sink.finish();
@@ -255,6 +267,7 @@ impl Download<'_> {
         } else {
             uncompressed
         };
+        let mut verified = None;
         if let Some(want) = self.wanted.diff_id {
             match uncompressed {
                 Ok(Some(got)) if got != want.0 => {
@@ -264,7 +277,8 @@ impl Download<'_> {
                         actual: got,
                     });
                 }
-                Ok(_) => {}
+                Ok(Some(_)) => verified = Some(want),
+                Ok(None) => {}
                 Err(e) => {
                     return Err(RegistryError::InvalidResponse {
                         host: transport::host_of(self.client.base()),
@@ -278,7 +292,7 @@ impl Download<'_> {
             }
         }
         staged.publish().map_err(store_error)?;
-        Ok(())
+        Ok(verified)
     }
 }
 

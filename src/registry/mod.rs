@@ -45,7 +45,7 @@ pub use credentials::{CredentialStore, Credentials, Secret, StoredIn};
 pub use endpoint::DOCKER_HUB_API_HOST;
 pub use error::{ApiError, ApiErrors, RegistryError, Result};
 pub use observer::{BlobKind, NoopObserver, PROGRESS_STEP, TransferEvent, TransferObserver};
-pub use pull::pull;
+pub use pull::{ReadyLayer, pull, pull_unpacking};
 pub use push::{push, push_all, push_manifest_all};
 
 use crate::image::Platform;

@@ -1,6 +1,6 @@
 //! Blob transfers a bounded number at a time: `workers` scoped threads take the next item until
-//! none is left or one failed; the first failure stops items not yet started and is returned
-//! once the running ones end.
+//! none is left, one failed or the caller said stop; the first failure stops items not yet
+//! started and is returned once the running ones end.
 //!
 //! Not responsible for: what a transfer does (see `download`, `upload`).
 
@@ -15,8 +15,19 @@ pub fn for_each<T: Sync>(
     workers: usize,
     task: impl Fn(&T) -> Result<()> + Sync,
 ) -> Result<()> {
+    for_each_until(items, workers, &AtomicBool::new(false), task)
+}
+
+/// [`for_each`], also stopping (no new item starts) once `stop` is set, by the caller or by a
+/// failure; a stop by the caller alone returns `Ok`.
+pub fn for_each_until<T: Sync>(
+    items: &[T],
+    workers: usize,
+    stop: &AtomicBool,
+    task: impl Fn(&T) -> Result<()> + Sync,
+) -> Result<()> {
     let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
+    let failed = stop;
     let first_error = Mutex::new(None);
     std::thread::scope(|scope| {
         for _ in 0..workers.max(1).min(items.len()) {
@@ -90,5 +101,20 @@ mod tests {
             3,
             "nothing starts after a failure"
         );
+    }
+
+    #[test]
+    fn nothing_starts_once_the_caller_stops() {
+        let stop = AtomicBool::new(false);
+        let ran = AtomicUsize::new(0);
+        for_each_until(&[1, 2, 3, 4, 5], 1, &stop, |i| {
+            ran.fetch_add(1, Ordering::SeqCst);
+            if *i == 2 {
+                stop.store(true, Ordering::SeqCst);
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(ran.load(Ordering::SeqCst), 2);
     }
 }

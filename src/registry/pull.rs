@@ -13,19 +13,27 @@
 //! (for an index digest) by the index blob kept from an earlier pull and the manifest it selects
 //! for the platform. The registry is contacted with retries (see `retry`).
 //!
-//! Not responsible for: unpacking layers into snapshots (the solver and snapshotter do that).
+//! Unpacking overlaps with the downloads: [`pull_unpacking`] hands each layer to the caller's
+//! unpack function (the CLI applies it into a snapshot) as soon as it and every layer below it
+//! are stored, on a thread of its own, while the layers above still download. It says which
+//! layers this pull verified against their DiffIDs itself, so that their apply need not hash
+//! them again. The reference is set only after every layer was stored and unpacked.
+//!
+//! Not responsible for: how a layer is unpacked (the solver and snapshotter do that).
 //! The index of a multi-platform image is kept as a blob only to resolve its digest later; the
 //! reference points at the selected image, whose blobs are what garbage collection tracks.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, PoisonError};
 
-use snapshotter::Digest;
+use snapshotter::{DiffId, Digest};
 
 use super::RegistryOptions;
 use super::auth::Access;
 use super::client::Client;
-use super::download::{self, Wanted};
+use super::download::{self, Fetched as BlobFetched, Wanted};
 use super::error::{RegistryError, Result};
 use super::manifest::{self, Fetched};
 use super::observer::{BlobKind, TransferEvent, TransferObserver};
@@ -49,6 +57,41 @@ pub fn pull(
     opts: &RegistryOptions,
     observer: &dyn TransferObserver,
 ) -> Result<StoredImage> {
+    pull_unpacking(store, reference, opts, observer, &|_| {
+        Ok::<_, RegistryError>(())
+    })
+}
+
+/// A layer handed to [`pull_unpacking`]'s unpack function: it and every layer below it are in
+/// the store.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadyLayer<'a> {
+    /// The image's layers up to and including this one, bottom first.
+    pub layers: &'a [Descriptor],
+    /// Their DiffIDs, from the image config.
+    pub diff_ids: &'a [DiffId],
+    /// For each of `layers`: whether this pull downloaded its blob and verified both its
+    /// digest and its DiffID (`diff_ids[i]`) on the bytes now stored. A blob that was already
+    /// in the store is `false`: it was verified for some image, not against this config.
+    pub verified: &'a [bool],
+}
+
+/// [`pull`], calling `unpack` for each layer in stack order as soon as the layer and every layer
+/// below it are stored (on a thread of its own, overlapping the downloads of the layers above).
+/// The reference is set only after every `unpack` succeeded; the first failure of a download or
+/// of `unpack` stops the downloads not yet started and is returned once the running ones end.
+/// An image whose config does not list one DiffID per layer is handed over in one call, with
+/// the DiffIDs the config lists, after its downloads (nothing to pipeline against).
+pub fn pull_unpacking<E>(
+    store: &Store,
+    reference: &ImageRef,
+    opts: &RegistryOptions,
+    observer: &dyn TransferObserver,
+    unpack: &(dyn Fn(ReadyLayer<'_>) -> std::result::Result<(), E> + Sync),
+) -> std::result::Result<StoredImage, E>
+where
+    E: From<RegistryError> + Send,
+{
     observer.event(TransferEvent::Resolving {
         reference: reference.clone(),
     });
@@ -70,6 +113,24 @@ pub fn pull(
                     kind,
                 });
             }
+        }
+        let layers = &image.manifest.layers;
+        let diff_ids = &image.config.rootfs.diff_ids;
+        let verified = vec![false; layers.len()];
+        if layers.len() == diff_ids.len() {
+            for top in 1..=layers.len() {
+                unpack(ReadyLayer {
+                    layers: &layers[..top],
+                    diff_ids: &diff_ids[..top],
+                    verified: &verified[..top],
+                })?;
+            }
+        } else {
+            unpack(ReadyLayer {
+                layers,
+                diff_ids,
+                verified: &verified,
+            })?;
         }
         return Ok(image);
     }
@@ -108,7 +169,7 @@ pub fn pull(
                 break;
             }
             // A mirror that fails is passed over; the registry's own failure is the answer.
-            Err(e) if i + 1 == sources.len() => return Err(e),
+            Err(e) if i + 1 == sources.len() => return Err(e.into()),
             Err(_) => {}
         }
     }
@@ -139,7 +200,8 @@ pub fn pull(
         return Err(RegistryError::UnsupportedMediaType {
             what: format!("the config of {shown}"),
             media_type: parsed.config.media_type.clone(),
-        });
+        }
+        .into());
     }
     observer.event(TransferEvent::Resolved {
         reference: reference.clone(),
@@ -157,12 +219,12 @@ pub fn pull(
         diff_id: None,
     };
     download::fetch_blob(&client, store, &config, &policy, observer)?;
-    let diff_ids = diff_ids(store, &parsed)?;
+    let (diff_ids, listed) = diff_ids(store, &parsed)?;
     let mut seen = BTreeSet::new();
     let layers: Vec<Wanted<'_>> = parsed
         .layers
         .iter()
-        .zip(diff_ids)
+        .zip(diff_ids.iter().copied())
         .filter(|(layer, _)| seen.insert(layer.digest))
         .map(|(desc, diff_id)| Wanted {
             desc,
@@ -170,7 +232,26 @@ pub fn pull(
             diff_id,
         })
         .collect();
-    fetch_all(&client, store, &layers, &policy, observer)?;
+    match diff_ids.iter().copied().collect::<Option<Vec<DiffId>>>() {
+        Some(diff_ids) => {
+            let fetch = Fetch {
+                client: &client,
+                store,
+                policy: &policy,
+                observer,
+            };
+            fetch_and_unpack(&fetch, &layers, &parsed.layers, &diff_ids, unpack)?;
+        }
+        None => {
+            fetch_all(&client, store, &layers, &policy, observer)?;
+            let verified = vec![false; parsed.layers.len()];
+            unpack(ReadyLayer {
+                layers: &parsed.layers,
+                diff_ids: &listed,
+                verified: &verified,
+            })?;
+        }
+    }
     put_manifest(store, &image_manifest)?;
 
     let stored_ref = match reference.digest() {
@@ -183,12 +264,12 @@ pub fn pull(
             action: format!("setting reference {stored_ref}"),
             source,
         })?;
-    store
+    Ok(store
         .image(&descriptor)
         .map_err(|source| RegistryError::Store {
             action: format!("reading back image {}", descriptor.digest),
             source,
-        })
+        })?)
 }
 
 /// From an index, fetch the manifest for `platform`, verified against its descriptor.
@@ -276,8 +357,8 @@ fn put_manifest(store: &Store, fetched: &Fetched) -> Result<()> {
 }
 
 /// The DiffID of each layer, from the (stored) config; `None`s when the config does not list
-/// one per layer (nothing to verify against).
-fn diff_ids(store: &Store, manifest: &Manifest) -> Result<Vec<Option<snapshotter::DiffId>>> {
+/// one per layer (nothing to verify against). Also what the config lists, as it lists it.
+fn diff_ids(store: &Store, manifest: &Manifest) -> Result<(Vec<Option<DiffId>>, Vec<DiffId>)> {
     let digest = manifest.config.digest;
     let bytes = store
         .content()
@@ -290,9 +371,108 @@ fn diff_ids(store: &Store, manifest: &Manifest) -> Result<Vec<Option<snapshotter
         .map(|c| c.rootfs.diff_ids)
         .unwrap_or_default();
     if listed.len() == manifest.layers.len() {
-        Ok(listed.into_iter().map(Some).collect())
+        Ok((listed.iter().copied().map(Some).collect(), listed))
     } else {
-        Ok(vec![None; manifest.layers.len()])
+        Ok((vec![None; manifest.layers.len()], listed))
+    }
+}
+
+/// What every download of one pull shares.
+struct Fetch<'a> {
+    client: &'a Client,
+    store: &'a Store,
+    policy: &'a Policy,
+    observer: &'a dyn TransferObserver,
+}
+
+/// Which layer blobs of a pull are stored, and how: by digest, the DiffID the download verified
+/// (`Some(None)`: stored, not verified by this pull). `stopped` when a download failed.
+#[derive(Default)]
+struct Stored {
+    blobs: BTreeMap<Digest, Option<DiffId>>,
+    stopped: bool,
+}
+
+/// Download the unique `blobs` of the image's `layers` (see [`fetch_all`]) while a thread of its
+/// own hands each layer to `unpack` once it and the layers below it are stored.
+fn fetch_and_unpack<E>(
+    fetch: &Fetch<'_>,
+    blobs: &[Wanted<'_>],
+    layers: &[Descriptor],
+    diff_ids: &[DiffId],
+    unpack: &(dyn Fn(ReadyLayer<'_>) -> std::result::Result<(), E> + Sync),
+) -> std::result::Result<(), E>
+where
+    E: From<RegistryError> + Send,
+{
+    let stored = Mutex::new(Stored::default());
+    let changed = Condvar::new();
+    let stop = AtomicBool::new(false);
+    let lock = || stored.lock().unwrap_or_else(PoisonError::into_inner);
+    let (downloads, unpacked) = std::thread::scope(|scope| {
+        let unpacker = scope.spawn(|| {
+            let mut verified = Vec::with_capacity(layers.len());
+            for (i, layer) in layers.iter().enumerate() {
+                let mut state = lock();
+                let by = loop {
+                    if let Some(by) = state.blobs.get(&layer.digest) {
+                        break *by;
+                    }
+                    if state.stopped {
+                        return Ok(());
+                    }
+                    state = changed.wait(state).unwrap_or_else(PoisonError::into_inner);
+                };
+                drop(state);
+                verified.push(by == Some(diff_ids[i]));
+                let top = i + 1;
+                let result = unpack(ReadyLayer {
+                    layers: &layers[..top],
+                    diff_ids: &diff_ids[..top],
+                    verified: &verified,
+                });
+                if result.is_err() {
+                    stop.store(true, Ordering::SeqCst);
+                    return result;
+                }
+            }
+            Ok(())
+        });
+        let workers = parallel::from_env("KILN_MAX_CONCURRENT_DOWNLOADS", PARALLEL_DOWNLOADS);
+        let downloads = parallel::for_each_until(blobs, workers, &stop, |wanted| {
+            let fetched = download::fetch_blob(
+                fetch.client,
+                fetch.store,
+                wanted,
+                fetch.policy,
+                fetch.observer,
+            );
+            let mut state = lock();
+            match &fetched {
+                Ok(BlobFetched::Present) => {
+                    state.blobs.insert(wanted.desc.digest, None);
+                }
+                Ok(BlobFetched::Downloaded { diff_id }) => {
+                    state.blobs.insert(wanted.desc.digest, *diff_id);
+                }
+                Err(_) => state.stopped = true,
+            }
+            changed.notify_all();
+            fetched.map(drop)
+        });
+        // Also when the caller's stop ended the downloads early: the unpacker must not wait for
+        // blobs that will not come.
+        lock().stopped = true;
+        changed.notify_all();
+        let unpacked = unpacker
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (downloads, unpacked)
+    });
+    // An unpack failure is what stopped the downloads, unless one failed on its own first.
+    match (downloads, unpacked) {
+        (Err(e), _) => Err(e.into()),
+        (Ok(()), unpacked) => unpacked,
     }
 }
 
@@ -307,7 +487,7 @@ fn fetch_all(
 ) -> Result<()> {
     let workers = parallel::from_env("KILN_MAX_CONCURRENT_DOWNLOADS", PARALLEL_DOWNLOADS);
     parallel::for_each(blobs, workers, |wanted| {
-        download::fetch_blob(client, store, wanted, policy, observer)
+        download::fetch_blob(client, store, wanted, policy, observer).map(drop)
     })
 }
 

@@ -45,7 +45,9 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use snapshotter::apply::{ApplyError, ApplyExpect, ApplyOptions, WhiteoutMode, apply};
+use snapshotter::apply::{
+    ApplyError, ApplyExpect, ApplyOptions, Verification, WhiteoutMode, apply,
+};
 use snapshotter::compress::EncodeOptions;
 use snapshotter::diff::{
     CopyUps, DiffError, DiffOptions, OverlayXattrs, diff_upperdir, diff_upperdir_vouched,
@@ -225,6 +227,19 @@ pub fn ensure_chain(
     layers: &[Descriptor],
     diff_ids: &[DiffId],
 ) -> Result<Option<CommittedName>> {
+    ensure_chain_verified(sn, content, layers, diff_ids, &[])
+}
+
+/// [`ensure_chain`], where `verified[i]` says that the caller has verified layer `i`'s stored
+/// blob against both its digest and `diff_ids[i]` (a pull that just downloaded it): that
+/// layer's apply does not hash it again. Layers without a `true` entry are hashed and checked.
+pub fn ensure_chain_verified(
+    sn: &LocalSnapshotter,
+    content: &ContentStore,
+    layers: &[Descriptor],
+    diff_ids: &[DiffId],
+    verified: &[bool],
+) -> Result<Option<CommittedName>> {
     if layers.len() != diff_ids.len() {
         return Err(RootfsError::LayerCount {
             layers: layers.len(),
@@ -261,8 +276,14 @@ pub fn ensure_chain(
             digest: Some(BlobDigest(layer.digest)),
         };
         // The commit below flushes the snapshot's files; a whole-filesystem sync is not needed.
+        let verification = if verified.get(i) == Some(&true) {
+            Verification::Vouched
+        } else {
+            Verification::Hash
+        };
         let options = ApplyOptions {
             durability: snapshotter::apply::Durability::NoSync,
+            verification,
             ..ApplyOptions::new(whiteouts)
         };
         apply(blob, target, expect, &options).map_err(|e| RootfsError::Apply {

@@ -20,6 +20,7 @@ mod harness;
 mod interop;
 mod oci_runtime;
 mod oci_schema;
+mod pull_unpack;
 mod registry_auth;
 mod registry_client;
 mod registry_faults;

@@ -130,7 +130,8 @@ pub enum WhiteoutMode {
     Delete,
 }
 
-/// Digests the blob must have; `None` skips that check (the digest is still computed).
+/// Digests the blob must have; `None` skips that check (the digest is still computed, unless
+/// [`Verification::Vouched`] applies).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ApplyExpect {
     /// Digest of the uncompressed tar stream.
@@ -171,6 +172,21 @@ pub enum Durability {
     NoSync,
 }
 
+/// Whether the apply computes the blob's digests itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Verification {
+    /// Hash the blob and its tar stream as they flow and check them against [`ApplyExpect`]
+    /// (an uncompressed blob is hashed once: its tar stream is the blob, so its DiffID is its
+    /// digest).
+    #[default]
+    Hash,
+    /// The caller has already verified these very bytes against both digests of
+    /// [`ApplyExpect`] (a pull does while it downloads the blob): nothing is hashed again and the
+    /// report gives the expected digests back. Taken only when both digests are given; otherwise
+    /// the apply hashes as with [`Verification::Hash`].
+    Vouched,
+}
+
 /// How to apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ApplyOptions {
@@ -179,6 +195,7 @@ pub struct ApplyOptions {
     pub resolver: Resolver,
     pub limits: Limits,
     pub durability: Durability,
+    pub verification: Verification,
 }
 
 impl ApplyOptions {
@@ -190,6 +207,7 @@ impl ApplyOptions {
             resolver: Resolver::default(),
             limits: Limits::default(),
             durability: Durability::default(),
+            verification: Verification::default(),
         }
     }
 }
@@ -356,7 +374,7 @@ pub fn apply(
 
     let (stats, entries) = {
         let mut unpacker = Unpacker::new(&root, &layer, opts, &mut deferred, &mut warnings);
-        stream_entries(blob, &layer, opts, &mut unpacker)?
+        stream_entries(blob, &layer, &expected, opts, &mut unpacker)?
     };
     check(&layer, &expected, &stats)?;
 
@@ -426,9 +444,18 @@ struct Stats {
     uncompressed_size: u64,
 }
 
+/// The digests the caller vouches for, when the apply need not compute them.
+fn vouched_digests(expected: &ApplyExpect, opts: &ApplyOptions) -> Option<(BlobDigest, DiffId)> {
+    match (opts.verification, expected.digest, expected.diff_id) {
+        (Verification::Vouched, Some(digest), Some(diff_id)) => Some((digest, diff_id)),
+        _ => None,
+    }
+}
+
 fn stream_entries(
     blob: impl Read + Send,
     layer: &LayerName,
+    expected: &ApplyExpect,
     opts: &ApplyOptions,
     unpacker: &mut Unpacker<'_>,
 ) -> Result<(Stats, u64)> {
@@ -437,7 +464,8 @@ fn stream_entries(
         uncompressed_offset: 0,
         source,
     };
-    let (magic, raw) = stream::sniff(blob).map_err(read_err)?;
+    let vouched = vouched_digests(expected, opts);
+    let (magic, raw) = stream::sniff(blob, vouched.is_none()).map_err(read_err)?;
     let compression = match magic {
         Magic::Supported(c) => c,
         Magic::Unsupported(format) => {
@@ -452,7 +480,9 @@ fn stream_entries(
         opts.limits.max_entry_metadata,
         opts.limits.max_uncompressed_size,
     );
-    let (entries, digests) = stream::pipelined(decoder, |pipe| {
+    // An uncompressed blob is its own tar stream: one hash gives both digests.
+    let hash_tar = vouched.is_none() && compression != BlobCompression::Uncompressed;
+    let (entries, digests) = stream::pipelined(decoder, hash_tar, |pipe| {
         let mut archive = tar::Archive::new(Budgeted::new(pipe, budget.clone()));
         let entries = unpacker.run(&mut archive, &budget)?;
         archive
@@ -463,10 +493,17 @@ fn stream_entries(
     })?;
     let (diff_id, uncompressed_size, digest, compressed_size) =
         digests.map_err(|e| unpack::read_error(layer, &opts.limits, &budget, e))?;
+    let (digest, diff_id) = match vouched {
+        Some(vouched) => vouched,
+        None => {
+            let digest = digest.expect("the blob is hashed unless vouched for");
+            (BlobDigest(digest), DiffId(diff_id.unwrap_or(digest)))
+        }
+    };
     Ok((
         Stats {
-            diff_id: DiffId(diff_id),
-            digest: BlobDigest(digest),
+            diff_id,
+            digest,
             compression,
             compressed_size,
             uncompressed_size,

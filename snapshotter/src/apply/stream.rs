@@ -1,6 +1,8 @@
 //! The byte side of an apply: detect the blob's compression from its magic bytes, decompress,
 //! and hash both the compressed bytes (blob digest) and the tar stream (DiffID) as they flow, with
-//! a byte budget that bounds what the tar parser may buffer for one entry's metadata.
+//! a byte budget that bounds what the tar parser may buffer for one entry's metadata. Each side
+//! is hashed only when asked: an uncompressed blob's tar stream is the blob itself, and a blob
+//! the caller vouches for is not hashed at all.
 //!
 //! Not responsible for: parsing tar entries or touching the filesystem.
 
@@ -12,7 +14,7 @@ use std::sync::mpsc;
 use flate2::bufread::MultiGzDecoder;
 use sha2::{Digest as _, Sha256};
 
-use crate::digest::{Digest, DigestReader};
+use crate::digest::Digest;
 
 /// How a layer blob was compressed, as detected from its first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,11 +55,12 @@ pub(super) fn detect(prefix: &[u8]) -> Magic {
     }
 }
 
-type Raw<R> = Chain<Cursor<Vec<u8>>, DigestReader<R>>;
+type Raw<R> = Chain<Cursor<Vec<u8>>, Hashing<R>>;
 
-/// Reads the first bytes of the blob (through the blob-digest reader) to detect its format.
-pub(super) fn sniff<R: Read>(blob: R) -> io::Result<(Magic, Raw<R>)> {
-    let mut raw = DigestReader::new(blob);
+/// Reads the first bytes of the blob (through the blob-digest reader, hashing when `hash`) to
+/// detect its format.
+pub(super) fn sniff<R: Read>(blob: R, hash: bool) -> io::Result<(Magic, Raw<R>)> {
+    let mut raw = Hashing::new(blob, hash);
     let mut prefix = vec![0u8; MAGIC_LEN];
     let mut filled = 0;
     while filled < MAGIC_LEN {
@@ -93,8 +96,8 @@ impl<R: Read> Decoder<R> {
     }
 
     /// Drain the compressed side to its end (bytes after the last frame are still part of the
-    /// blob and of its digest) and return the blob digest and size.
-    pub(super) fn finish(self) -> io::Result<(Digest, u64)> {
+    /// blob and of its digest) and return the blob digest (when hashed) and size.
+    pub(super) fn finish(self) -> io::Result<(Option<Digest>, u64)> {
         let chain = match self {
             Self::Gzip(d) => d.into_inner().into_inner(),
             Self::Zstd(d) => d.finish().into_inner(),
@@ -102,7 +105,8 @@ impl<R: Read> Decoder<R> {
         };
         let (_, mut raw) = chain.into_inner();
         io::copy(&mut raw, &mut io::sink())?;
-        Ok(raw.finish())
+        let (_, digest, size) = raw.finish();
+        Ok((digest, size))
     }
 }
 
@@ -165,15 +169,17 @@ impl Budget {
 }
 
 /// What the decompressing side reports once the blob is consumed:
-/// `(diff_id, uncompressed size, blob digest, blob size)`.
-pub(super) type StreamDigests = (Digest, u64, Digest, u64);
+/// `(diff_id, uncompressed size, blob digest, blob size)`; a digest is `None` when its side was
+/// not hashed.
+pub(super) type StreamDigests = (Option<Digest>, u64, Option<Digest>, u64);
 
 /// Decompressed tar bytes are handed over in chunks of this size.
 const CHUNK: usize = 256 * 1024;
 /// Chunks decompressed ahead of the tar parser, at most (bounds memory to `DEPTH × CHUNK`).
 const DEPTH: usize = 8;
 
-/// Run `consume` on the tar stream of `decoder`, decompressed and hashed on a helper thread.
+/// Run `consume` on the tar stream of `decoder`, decompressed and (when `hash_tar`) hashed on a
+/// helper thread.
 ///
 /// Decompression and both SHA-256s (blob digest, DiffID) take about a third of an apply's CPU
 /// time and the filesystem calls the rest; on two cores they overlap, as `tar -xzf` overlaps
@@ -185,6 +191,7 @@ const DEPTH: usize = 8;
 /// Returns what `consume` returned and, when it succeeded, the digests.
 pub(super) fn pipelined<R, T, E>(
     decoder: Decoder<R>,
+    hash_tar: bool,
     consume: impl FnOnce(Pipe) -> Result<T, E>,
 ) -> Result<(T, io::Result<StreamDigests>), E>
 where
@@ -195,7 +202,9 @@ where
         let (recycle, recycled) = mpsc::channel();
         let producer = std::thread::Builder::new()
             .name("kiln-apply-inflate".to_owned())
-            .spawn_scoped(scope, move || produce(decoder, &chunks, &recycled));
+            .spawn_scoped(scope, move || {
+                produce(decoder, hash_tar, &chunks, &recycled)
+            });
         let producer = match producer {
             Ok(handle) => handle,
             // No thread: the consumer still gets the stream, as an error on its first read.
@@ -223,10 +232,11 @@ where
 /// digests. A read error is sent to the consumer (it reports it with its stream offset).
 fn produce<R: Read>(
     decoder: Decoder<R>,
+    hash_tar: bool,
     chunks: &mpsc::SyncSender<io::Result<Vec<u8>>>,
     recycled: &mpsc::Receiver<Vec<u8>>,
 ) -> io::Result<StreamDigests> {
-    let mut tar = Hashing::new(decoder);
+    let mut tar = Hashing::new(decoder, hash_tar);
     loop {
         let mut buf = recycled.try_recv().unwrap_or_default();
         buf.resize(CHUNK, 0);
@@ -369,26 +379,28 @@ impl<R: Read> Read for Budgeted<R> {
     }
 }
 
-/// Like [`DigestReader`], but gives the inner reader back (the decoder must be drained after the
-/// tar stream has been hashed).
-struct Hashing<R> {
+/// Like [`crate::DigestReader`], but gives the inner reader back (the decoder must be drained
+/// after the tar stream has been hashed) and hashes only when asked (it always counts).
+pub(super) struct Hashing<R> {
     inner: R,
-    hasher: Sha256,
+    hasher: Option<Sha256>,
     count: u64,
 }
 
 impl<R: Read> Hashing<R> {
-    fn new(inner: R) -> Self {
+    fn new(inner: R, hash: bool) -> Self {
         Self {
             inner,
-            hasher: Sha256::new(),
+            hasher: hash.then(Sha256::new),
             count: 0,
         }
     }
 
-    fn finish(self) -> (R, Digest, u64) {
-        let hex = hex::encode(self.hasher.finalize());
-        let digest = Digest::from_hex(&hex).expect("sha256 output is 64 lowercase hex digits");
+    fn finish(self) -> (R, Option<Digest>, u64) {
+        let digest = self.hasher.map(|h| {
+            let hex = hex::encode(h.finalize());
+            Digest::from_hex(&hex).expect("sha256 output is 64 lowercase hex digits")
+        });
         (self.inner, digest, self.count)
     }
 }
@@ -396,7 +408,9 @@ impl<R: Read> Hashing<R> {
 impl<R: Read> Read for Hashing<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
         self.count += n as u64;
         Ok(n)
     }
@@ -430,10 +444,10 @@ mod tests {
 
     #[test]
     fn header_budget_bounds_reads_until_content_phase() {
-        let (_, raw) = sniff(&[7u8; 100][..]).unwrap();
+        let (_, raw) = sniff(&[7u8; 100][..], true).unwrap();
         let decoder = Decoder::new(BlobCompression::Uncompressed, raw).unwrap();
         let budget = Budget::new(10, 1000);
-        let (read, digests) = pipelined(decoder, |pipe| {
+        let (read, digests) = pipelined(decoder, true, |pipe| {
             let mut r = Budgeted::new(pipe, budget.clone());
             let mut buf = [0u8; 64];
             r.read_exact(&mut buf[..10])?;
@@ -449,7 +463,7 @@ mod tests {
         assert_eq!(read, 100);
         assert_eq!(size, 100);
         assert_eq!(compressed, 100);
-        assert_eq!(diff_id, Digest::of(&[7u8; 100]));
+        assert_eq!(diff_id, Some(Digest::of(&[7u8; 100])));
         assert_eq!(digest, diff_id);
     }
 
@@ -477,23 +491,29 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         io::Write::write_all(&mut gz, &data).unwrap();
         let blob = gz.finish().unwrap();
-        let (_, raw) = sniff(&blob[..]).unwrap();
+        let (_, raw) = sniff(&blob[..], true).unwrap();
         let decoder = Decoder::new(BlobCompression::Gzip, raw).unwrap();
-        let (got, digests) = pipelined(decoder, |mut pipe| {
+        let (got, digests) = pipelined(decoder, true, |mut pipe| {
             let mut all = Vec::new();
             pipe.read_to_end(&mut all).map(|_| all)
         })
         .unwrap();
         assert_eq!(got, data);
         let (diff_id, size, digest, compressed) = digests.unwrap();
-        assert_eq!((diff_id, size), (Digest::of(&data), data.len() as u64));
-        assert_eq!((digest, compressed), (Digest::of(&blob), blob.len() as u64));
+        assert_eq!(
+            (diff_id, size),
+            (Some(Digest::of(&data)), data.len() as u64)
+        );
+        assert_eq!(
+            (digest, compressed),
+            (Some(Digest::of(&blob)), blob.len() as u64)
+        );
 
         // A reader that gives up after one read: the producer stops instead of decompressing
         // the rest, and the consumer's error is what comes back.
-        let (_, raw) = sniff(&blob[..]).unwrap();
+        let (_, raw) = sniff(&blob[..], true).unwrap();
         let decoder = Decoder::new(BlobCompression::Gzip, raw).unwrap();
-        let result = pipelined(decoder, |mut pipe| {
+        let result = pipelined(decoder, true, |mut pipe| {
             let mut one = [0u8; 10];
             pipe.read_exact(&mut one)?;
             Err::<(), _>(io::Error::other("stop"))
@@ -504,9 +524,9 @@ mod tests {
         let mut bad = blob.clone();
         let mid = bad.len() / 2;
         bad[mid..mid + 64].fill(0xff);
-        let (_, raw) = sniff(&bad[..]).unwrap();
+        let (_, raw) = sniff(&bad[..], true).unwrap();
         let decoder = Decoder::new(BlobCompression::Gzip, raw).unwrap();
-        let result = pipelined(decoder, |mut pipe| pipe.read_to_end(&mut Vec::new()));
+        let result = pipelined(decoder, true, |mut pipe| pipe.read_to_end(&mut Vec::new()));
         assert!(result.is_err());
     }
 }
