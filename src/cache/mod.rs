@@ -205,6 +205,12 @@ impl BuildCache {
         caches.push(Arc::new(StatCache::load(&self.dir.join("stat"), root)));
     }
 
+    /// The stat cache of the registered context at `root`.
+    pub fn stat_cache(&self, root: &Path) -> Option<Arc<StatCache>> {
+        let caches = self.stat_caches.lock().unwrap_or_else(|p| p.into_inner());
+        caches.iter().find(|c| c.root() == root).cloned()
+    }
+
     /// Hash a step's inputs (files of registered contexts through their stat caches), and keep
     /// the entry lines to explain a later miss.
     pub fn digest_inputs(&self, entries: &[InputEntry]) -> std::io::Result<InputsDigest> {

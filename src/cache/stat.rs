@@ -8,18 +8,29 @@
 //! filesystem's timestamp granularity, could otherwise keep its old identity. The ctime check
 //! catches changes that restore the mtime (`touch -d`, `cp -p`, `tar x`).
 //!
-//! One file per context root under `<root>/cache/build/stat/`, replaced atomically when a build
-//! learned something; records of files that are gone (and that the build did not look up) are
-//! dropped when it is rewritten.
+//! One file per context root under `<root>/cache/build/stat/`, read on first use (a build whose
+//! steps are all recognised from their selection summaries never reads it), replaced atomically
+//! when a build learned something; records of files that are gone (and that the build did not
+//! look up) are dropped when it is rewritten.
 //!
-//! Not responsible for: what is hashed or how (see `content`).
+//! # Selection summaries
+//!
+//! Beside the records, one small file per COPY selection (`<root hex>.sel/<selection key hex>`):
+//! the fingerprint of everything the selection looked at in the context (each entry's name and
+//! `statx` identity, see `solver::context::fingerprint`) and the inputs digest the selection
+//! had then. A rebuild that finds the same fingerprint takes that digest without planning the
+//! selection or looking up its files one by one. A summary is written only when nothing it
+//! covers changed in the second before its fingerprint was taken (the racy rule again): an
+//! identity seen then cannot come back with other content, since a change moves the ctime.
+//!
+//! Not responsible for: what is hashed or how (see `content`), what a fingerprint covers.
 
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{OnceLock, RwLock};
 
 use snapshotter::Digest;
 
@@ -133,10 +144,19 @@ impl Record {
 pub struct StatCache {
     root: PathBuf,
     file: PathBuf,
+    /// The records, read from `file` on first use.
+    loaded: OnceLock<Loaded>,
+}
+
+#[derive(Debug)]
+struct Loaded {
     /// When the loaded file was written (ns since the epoch); 0 when there was none.
     written_ns: i128,
     state: RwLock<State>,
 }
+
+/// The start of a selection summary file, then the fingerprint and the inputs digest.
+const SUMMARY_MAGIC: &[u8] = b"kiln-selection-v1\n";
 
 /// Records by the file's absolute path (its bytes: hashed as bytes, not component by
 /// component).
@@ -154,24 +174,31 @@ fn key(path: &Path) -> &[u8] {
 }
 
 impl StatCache {
-    /// Load the stat cache of the context at `root` (absolute, canonical) from `dir`; a
-    /// missing, unreadable or malformed file is an empty cache.
+    /// The stat cache of the context at `root` (absolute, canonical), kept in `dir`. Its file
+    /// is read on first use; a missing, unreadable or malformed file is an empty cache.
     pub fn load(dir: &Path, root: &Path) -> Self {
         let name = hex::encode(Digest::of(root.as_os_str().as_encoded_bytes()).as_bytes());
-        let file = dir.join(name);
-        let (written_ns, records) = fs_err::read(&file)
-            .ok()
-            .and_then(|bytes| Self::decode(root, &bytes))
-            .unwrap_or_default();
         Self {
             root: root.to_owned(),
-            file,
-            written_ns,
-            state: RwLock::new(State {
-                records,
-                changed: false,
-            }),
+            file: dir.join(name),
+            loaded: OnceLock::new(),
         }
+    }
+
+    fn loaded(&self) -> &Loaded {
+        self.loaded.get_or_init(|| {
+            let (written_ns, records) = fs_err::read(&self.file)
+                .ok()
+                .and_then(|bytes| Self::decode(&self.root, &bytes))
+                .unwrap_or_default();
+            Loaded {
+                written_ns,
+                state: RwLock::new(State {
+                    records,
+                    changed: false,
+                }),
+            }
+        })
     }
 
     fn decode(root: &Path, bytes: &[u8]) -> Option<(i128, Records)> {
@@ -194,7 +221,7 @@ impl StatCache {
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.state.read().unwrap().records.len()
+        self.loaded().state.read().unwrap().records.len()
     }
 
     /// The context root this cache covers.
@@ -204,16 +231,21 @@ impl StatCache {
 
     /// The digest recorded for `path` if its identity still matches and is not racy.
     pub fn get(&self, path: &Path, identity: &StatIdentity) -> Option<Digest> {
-        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let loaded = self.loaded();
+        let state = loaded.state.read().unwrap_or_else(|p| p.into_inner());
         let r = state.records.get(key(path))?;
         r.seen.store(true, Ordering::Relaxed);
-        let racy = identity.mtime_ns.max(identity.ctime_ns) + RACY_NANOS > self.written_ns;
+        let racy = identity.mtime_ns.max(identity.ctime_ns) + RACY_NANOS > loaded.written_ns;
         (r.identity == *identity && !racy).then_some(r.digest)
     }
 
     /// Remember the digest of `path` read with `identity`.
     pub fn insert(&self, path: &Path, identity: StatIdentity, digest: Digest) {
-        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let mut state = self
+            .loaded()
+            .state
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
         let record = Record {
             identity,
             digest,
@@ -230,12 +262,16 @@ impl StatCache {
     }
 
     /// Whether records were added or changed since loading (or the loaded ones are racy and
-    /// would be read again): then [`Self::save`] rewrites the file.
+    /// would be read again): then [`Self::save`] rewrites the file. A cache never used is
+    /// never rewritten.
     pub fn needs_saving(&self) -> bool {
-        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let Some(loaded) = self.loaded.get() else {
+            return false;
+        };
+        let state = loaded.state.read().unwrap_or_else(|p| p.into_inner());
         state.changed
             || state.records.values().any(|r| {
-                r.identity.mtime_ns.max(r.identity.ctime_ns) + RACY_NANOS > self.written_ns
+                r.identity.mtime_ns.max(r.identity.ctime_ns) + RACY_NANOS > loaded.written_ns
             })
     }
 
@@ -249,7 +285,8 @@ impl StatCache {
         let mut out = Vec::new();
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&now_ns().to_le_bytes());
-        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let loaded = self.loaded();
+        let state = loaded.state.read().unwrap_or_else(|p| p.into_inner());
         for (path, r) in &state.records {
             let Some(rel) = path
                 .strip_prefix(root)
@@ -265,9 +302,52 @@ impl StatCache {
         }
         drop(state);
         super::write_atomic(&self.file, &out)?;
-        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let mut state = loaded.state.write().unwrap_or_else(|p| p.into_inner());
         state.changed = false;
         Ok(())
+    }
+
+    fn summary_path(&self, selection: &Digest) -> PathBuf {
+        let mut dir = self.file.clone().into_os_string();
+        dir.push(".sel");
+        PathBuf::from(dir).join(selection.hex())
+    }
+
+    /// The inputs digest recorded for the selection `selection` (a key of what it selects and
+    /// how, see `solver::steps::copy::summary`) if it was recorded with this `fingerprint`.
+    pub fn summary(&self, selection: &Digest, fingerprint: &Digest) -> Option<Digest> {
+        let bytes = fs_err::read(self.summary_path(selection)).ok()?;
+        let rest = bytes.strip_prefix(SUMMARY_MAGIC)?;
+        let (seen, inputs) = rest.split_at_checked(32)?;
+        let inputs: [u8; 32] = inputs.try_into().ok()?;
+        (seen == fingerprint.as_bytes()).then(|| Digest::from_bytes(inputs))
+    }
+
+    /// Remember that `selection` has the inputs digest `inputs` while its fingerprint is
+    /// `fingerprint`, which was taken from `started_ns` on and saw no change newer than
+    /// `newest_ns`. Nothing is written when that change is less than a second older than the
+    /// fingerprint (it could have been followed by another one that kept the same identity),
+    /// or when the same summary is there already. Returns whether the summary is now there.
+    pub fn record_summary(
+        &self,
+        selection: &Digest,
+        fingerprint: &Digest,
+        newest_ns: i128,
+        started_ns: i128,
+        inputs: &Digest,
+    ) -> std::io::Result<bool> {
+        if newest_ns + RACY_NANOS > started_ns {
+            return Ok(false);
+        }
+        if self.summary(selection, fingerprint) == Some(*inputs) {
+            return Ok(true);
+        }
+        let mut out = Vec::with_capacity(SUMMARY_MAGIC.len() + 64);
+        out.extend_from_slice(SUMMARY_MAGIC);
+        out.extend_from_slice(fingerprint.as_bytes());
+        out.extend_from_slice(inputs.as_bytes());
+        super::write_atomic(&self.summary_path(selection), &out)?;
+        Ok(true)
     }
 }
 
@@ -360,8 +440,76 @@ pub(crate) mod tests {
         next.save().unwrap();
         let again = StatCache::load(store.path(), &root);
         assert_eq!(again.len(), 1);
-        let state = again.state.read().unwrap();
+        let state = again.loaded().state.read().unwrap();
         assert_eq!(state.records[key(&a)].digest, Digest::of(b"a2"));
+    }
+
+    #[test]
+    fn a_cache_that_is_not_used_is_neither_read_nor_written() {
+        let store = tempfile::tempdir().unwrap();
+        let ctx = tempfile::tempdir().unwrap();
+        let root = fs_err::canonicalize(ctx.path()).unwrap();
+        let f = root.join("a");
+        fs_err::write(&f, b"a").unwrap();
+        let cache = StatCache::load(store.path(), &root);
+        cache.insert(&f, identity_of(&f), Digest::of(b"a"));
+        cache.save().unwrap();
+        let written = fs_err::metadata(&cache.file).unwrap().modified().unwrap();
+        // Its records are racy: a cache that was used would be written again.
+        let unused = StatCache::load(store.path(), &root);
+        assert!(!unused.needs_saving());
+        unused.save().unwrap();
+        assert!(unused.loaded.get().is_none(), "the file was read");
+        assert_eq!(
+            fs_err::metadata(&cache.file).unwrap().modified().unwrap(),
+            written
+        );
+        let used = StatCache::load(store.path(), &root);
+        assert_eq!(used.get(&f, &identity_of(&f)), None);
+        assert!(used.needs_saving());
+    }
+
+    #[test]
+    fn a_summary_is_recorded_only_when_what_it_saw_is_a_second_old() {
+        let store = tempfile::tempdir().unwrap();
+        let ctx = tempfile::tempdir().unwrap();
+        let root = fs_err::canonicalize(ctx.path()).unwrap();
+        let cache = StatCache::load(store.path(), &root);
+        let (selection, fingerprint, inputs) =
+            (Digest::of(b"sel"), Digest::of(b"fp"), Digest::of(b"in"));
+        let now = now_ns();
+        // A change 0.9 s before the fingerprint was taken: racy, not recorded.
+        let racy = cache.record_summary(&selection, &fingerprint, now - 900_000_000, now, &inputs);
+        assert!(!racy.unwrap());
+        assert_eq!(cache.summary(&selection, &fingerprint), None);
+        let settled =
+            cache.record_summary(&selection, &fingerprint, now - RACY_NANOS, now, &inputs);
+        assert!(settled.unwrap());
+        assert_eq!(cache.summary(&selection, &fingerprint), Some(inputs));
+        // Another fingerprint, or another selection, is not that summary.
+        assert_eq!(cache.summary(&selection, &Digest::of(b"other")), None);
+        assert_eq!(cache.summary(&Digest::of(b"other"), &fingerprint), None);
+        // Summaries are per context root, and a broken file is no summary.
+        let elsewhere = StatCache::load(store.path(), store.path());
+        assert_eq!(elsewhere.summary(&selection, &fingerprint), None);
+        let path = cache.summary_path(&selection);
+        let mut bytes = fs_err::read(&path).unwrap();
+        bytes.pop();
+        fs_err::write(&path, &bytes).unwrap();
+        assert_eq!(cache.summary(&selection, &fingerprint), None);
+        // Recording the newer state replaces it.
+        let later = Digest::of(b"fp2");
+        cache
+            .record_summary(
+                &selection,
+                &later,
+                now - RACY_NANOS,
+                now,
+                &Digest::of(b"in2"),
+            )
+            .unwrap();
+        assert_eq!(cache.summary(&selection, &later), Some(Digest::of(b"in2")));
+        assert_eq!(cache.summary(&selection, &fingerprint), None);
     }
 
     #[test]

@@ -103,8 +103,7 @@ impl RemoteArtifact {
             kind: BlobKind::Layer,
             diff_id,
         };
-        download::fetch_blob(&self.client, store, &wanted, &self.policy, &NoopObserver)
-            .map(|_| ())
+        download::fetch_blob(&self.client, store, &wanted, &self.policy, &NoopObserver).map(|_| ())
     }
 }
 

@@ -24,6 +24,9 @@
 //!
 //! # Other sources
 //!
+//! [`fingerprint`] recognises an unchanged selection of literal sources from one `statx` per
+//! entry.
+//!
 //! [`stdin`] turns `kiln build -` input into a context directory (a tar, plain or compressed) or
 //! a Dockerfile; [`named`] parses `--build-context NAME=SOURCE` and opens its directories as
 //! contexts.
@@ -31,6 +34,7 @@
 //! Not responsible for: the matching rules themselves (`frontend::dockerignore`), deciding
 //! layer layout (COPY does).
 
+pub mod fingerprint;
 pub mod named;
 pub mod stdin;
 

@@ -93,8 +93,16 @@ impl ContentStore {
         Ok(bytes)
     }
 
-    /// Write a whole in-memory blob.
+    /// Write a whole in-memory blob (nothing is written when it is there already: a blob's
+    /// name is its content's digest).
     pub fn put(&self, bytes: &[u8]) -> Result<BlobInfo> {
+        let digest = Digest::of(bytes);
+        if self.contains(&digest) {
+            return Ok(BlobInfo {
+                digest,
+                size: bytes.len() as u64,
+            });
+        }
         let mut writer = self.writer()?;
         writer.write_all(bytes)?;
         writer.commit(None)

@@ -184,21 +184,29 @@ pub fn update<T>(layout: &Layout, change: impl FnOnce(&mut Refs) -> Result<T>) -
     fs_err::create_dir_all(layout.locks_dir())?;
     let _guard = acquire(layout, LockName::Images, LockMode::Exclusive)?;
     let mut refs = load(layout)?;
-    let out = change(&mut refs)?;
-    let file = RefsFile {
-        version: FORMAT_VERSION,
-        refs: refs
-            .names
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
-        untagged: refs
-            .untagged
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
+    let encode = |refs: &Refs| {
+        let file = RefsFile {
+            version: FORMAT_VERSION,
+            refs: refs
+                .names
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            untagged: refs
+                .untagged
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        };
+        serde_json::to_vec_pretty(&file).expect("refs serialize")
     };
-    let bytes = serde_json::to_vec_pretty(&file).expect("refs serialize");
+    let before = encode(&refs);
+    let out = change(&mut refs)?;
+    let bytes = encode(&refs);
+    // Nothing to write (a rebuild tagging the image the name already has).
+    if bytes == before {
+        return Ok(out);
+    }
     let path = layout.refs_file();
     let mut tmp = tempfile::NamedTempFile::new_in(layout.root())?;
     tmp.write_all(&bytes)?;

@@ -331,6 +331,136 @@ fn an_unchanged_context_is_recognised_without_reading_it() {
     assert_eq!(ran(&changed), ["COPY . /ctx/"], "{}", changed.stderr);
 }
 
+/// The selection summaries (`cache::stat`): once a no-op rebuild has recorded that `COPY src/`
+/// had a given fingerprint, every kind of change to what it copies still misses, and what the
+/// image does not depend on (an owner, an ignored file) still hits. One context per change, all
+/// summarised after the same wait (a summary is recorded only for changes a second old).
+#[test]
+fn every_change_to_a_summarised_copy_source_misses() {
+    use std::os::unix::fs::symlink;
+    type Change = fn(&Path);
+    let f = skip_unless!(Fixture::new());
+    let changes: &[(&str, Change, bool)] = &[
+        ("nothing", |_| {}, false),
+        (
+            "content at the same size",
+            |d| write_files(d, &[("src/sub/b.txt", "BETA\n")]),
+            true,
+        ),
+        (
+            "content with the mtime put back",
+            |d| {
+                let file = d.join("src/a.txt");
+                let before = fs_err::metadata(&file).unwrap().modified().unwrap();
+                write_files(d, &[("src/a.txt", "ALPHA\n")]);
+                fs_err::File::options()
+                    .write(true)
+                    .open(&file)
+                    .unwrap()
+                    .set_modified(before)
+                    .unwrap();
+            },
+            true,
+        ),
+        (
+            "mode",
+            |d| {
+                harness::run_ok(
+                    std::process::Command::new("chmod")
+                        .arg("0600")
+                        .arg(d.join("src/a.txt")),
+                );
+            },
+            true,
+        ),
+        (
+            "rename",
+            |d| fs_err::rename(d.join("src/sub/b.txt"), d.join("src/sub/B.txt")).unwrap(),
+            true,
+        ),
+        (
+            "added file",
+            |d| write_files(d, &[("src/sub/new.txt", "")]),
+            true,
+        ),
+        (
+            "removed file",
+            |d| fs_err::remove_file(d.join("src/sub/b.txt")).unwrap(),
+            true,
+        ),
+        (
+            "symlink target",
+            |d| {
+                fs_err::remove_file(d.join("src/link")).unwrap();
+                symlink("sub/b.txt", d.join("src/link")).unwrap();
+            },
+            true,
+        ),
+        (
+            "owner",
+            |d| {
+                harness::run_ok(
+                    std::process::Command::new("chown")
+                        .arg("1234:1234")
+                        .arg(d.join("src/a.txt")),
+                );
+            },
+            false,
+        ),
+        (
+            "ignored file",
+            |d| write_files(d, &[("src/debug.log", "more\n")]),
+            false,
+        ),
+    ];
+    let contexts: Vec<tempfile::TempDir> = changes
+        .iter()
+        .map(|_| {
+            let ctx = harness::tempdir();
+            write_files(
+                ctx.path(),
+                &[
+                    ("Dockerfile", "FROM busybox:local\nCOPY src/ /src/\n"),
+                    (".dockerignore", "**/*.log\n"),
+                    ("src/a.txt", "alpha\n"),
+                    ("src/sub/b.txt", "beta\n"),
+                    ("src/debug.log", "log\n"),
+                ],
+            );
+            symlink("a.txt", ctx.path().join("src/link")).unwrap();
+            ctx
+        })
+        .collect();
+    let ids: Vec<String> = contexts
+        .iter()
+        .map(|c| image_id(&f.build_in(c.path(), &[])))
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    for (ctx, id) in contexts.iter().zip(&ids) {
+        let again = f.build_in(ctx.path(), &[]);
+        assert!(ran(&again).is_empty(), "{}", again.stderr);
+        assert_eq!(&image_id(&again), id);
+    }
+    let summaries = fs_err::read_dir(f.root.path().join("cache/build/stat"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sel"))
+        .flat_map(|dir| fs_err::read_dir(dir).unwrap())
+        .count();
+    assert_eq!(summaries, contexts.len(), "one summary per context");
+    for ((what, change, misses), (ctx, id)) in changes.iter().zip(contexts.iter().zip(&ids)) {
+        change(ctx.path());
+        let run = f.build_in(ctx.path(), &[]);
+        if *misses {
+            assert_eq!(ran(&run), ["COPY src/ /src/"], "{what}:\n{}", run.stderr);
+            assert_ne!(&image_id(&run), id, "{what}");
+        } else {
+            assert!(ran(&run).is_empty(), "{what}:\n{}", run.stderr);
+            assert_eq!(&image_id(&run), id, "{what}");
+        }
+    }
+}
+
 #[test]
 fn a_hit_needs_its_layer_and_prune_frees_what_only_the_cache_holds() {
     let f = skip_unless!(Fixture::new());

@@ -54,6 +54,7 @@ pub mod chmod;
 pub mod chown;
 pub mod glob;
 mod step;
+mod summary;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::Metadata;

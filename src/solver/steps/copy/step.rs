@@ -442,14 +442,12 @@ pub(in crate::solver::steps) fn run(
             // The main context, or a `--build-context` directory. Heredoc files are part of
             // the key as text; only the context is hashed.
             let local = named_dir.unwrap_or(env.ctx);
-            // The selection is dropped before the copy plans its own (peak memory).
-            let inputs = inputs_digest(
+            // Through the selection's summary when it is unchanged; a planned selection is
+            // dropped before the copy plans its own (peak memory).
+            let inputs = super::summary::selection_digest(
                 env,
-                &selection(
-                    &sources_in(&expanded.sources, local, &[], None),
-                    &spec,
-                    Owners::Root,
-                )?,
+                &sources_in(&expanded.sources, local, &[], None),
+                &spec,
             )?;
             key.field("inputs", inputs.to_string());
             cached(env, place, &key, || copy(local, None, &key))?
