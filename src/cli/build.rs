@@ -239,6 +239,11 @@ pub fn run(
         build_args,
         target: args.target.clone(),
         tags: outputs.store_tags(),
+        keep_untagged: outputs.specs.is_empty()
+            || outputs
+                .specs
+                .iter()
+                .any(|s| matches!(s, OutputSpec::Image { .. })),
         registry: registry_opts.clone(),
         source_date_epoch,
         storage_driver,

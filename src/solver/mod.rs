@@ -55,6 +55,9 @@ pub struct BuildRequest {
     pub build_args: BTreeMap<String, String>,
     pub target: Option<String>,
     pub tags: Vec<ImageRef>,
+    /// Keep the image in the store without a name when `tags` is empty (as `docker build`
+    /// without `-t` leaves a `<none>` image).
+    pub keep_untagged: bool,
     pub registry: RegistryOptions,
     /// `SOURCE_DATE_EPOCH`: image and history dates, and the clamp for file mtimes.
     pub source_date_epoch: Option<u64>,
@@ -192,6 +195,9 @@ pub fn build(
         image_id: image_id.to_string(),
         manifest: manifest.digest.to_string(),
     });
+    if req.tags.is_empty() && req.keep_untagged {
+        store.keep_untagged(&manifest)?;
+    }
     for tag in &req.tags {
         store.set_ref(tag, &manifest)?;
         reporter.event(Event::Tagged {

@@ -335,3 +335,47 @@ fn podman(dir: &Path, args: &[&str]) -> String {
             .args(args),
     )
 }
+
+#[test]
+fn a_build_without_a_name_leaves_a_none_image_unless_its_output_goes_elsewhere() {
+    let root = harness::tempdir();
+    let ctx = harness::tempdir();
+    write_files(
+        ctx.path(),
+        &[
+            ("Dockerfile", "FROM scratch\nCOPY f /f\n"),
+            ("f", "unnamed\n"),
+        ],
+    );
+    let id = kiln(root.path(), &["build", "-q", p(ctx.path())])
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
+    let listed = images(root.path(), &[]);
+    assert!(
+        listed
+            .iter()
+            .any(|l| l.starts_with("<none>") && l.contains(short(&id))),
+        "{listed:?}"
+    );
+    kiln(root.path(), &["tag", short(&id), "named:1"]).ok();
+    assert_eq!(inspect(root.path(), "named:1")["Id"], id.as_str());
+
+    // An output to a directory keeps nothing in the store, as with buildx.
+    let other = harness::tempdir();
+    write_files(ctx.path(), &[("f", "elsewhere\n")]);
+    let out = harness::tempdir();
+    kiln(
+        other.path(),
+        &[
+            "build",
+            "-q",
+            "-o",
+            &format!("type=local,dest={}", p(out.path())),
+            p(ctx.path()),
+        ],
+    )
+    .ok();
+    assert_eq!(images(other.path(), &["-q"]), Vec::<String>::new());
+}
