@@ -448,8 +448,9 @@ fn layer_writer(
         previous,
         ..EncodeOptions::default()
     };
+    // The encoder hashes the blob as it writes it: the store need not hash it again.
     Ok(LayerWriter::with_options(
-        content.writer()?,
+        content.writer_vouched()?,
         compression,
         options,
     ))

@@ -108,8 +108,21 @@ impl ContentStore {
         writer.commit(None)
     }
 
-    /// Start writing a blob.
+    /// Start writing a blob; it is hashed as it streams and checked when committed.
     pub fn writer(&self) -> Result<BlobWriter> {
+        self.writer_with(|out| Sink::Hashing(DigestWriter::new(out)))
+    }
+
+    /// Start writing a blob whose digest the caller computes over exactly the bytes it writes
+    /// (a layer encoder, which hashes its output in the same pass as it compresses it, and
+    /// takes the digest states of members it copies from a blob of this store): nothing is
+    /// hashed again here. [`BlobWriter::commit`] then needs the digest and size, and checks
+    /// the size.
+    pub fn writer_vouched(&self) -> Result<BlobWriter> {
+        self.writer_with(|out| Sink::Vouched { out, written: 0 })
+    }
+
+    fn writer_with(&self, sink: impl FnOnce(BufWriter<File>) -> Sink) -> Result<BlobWriter> {
         let tmp = tempfile::Builder::new()
             .prefix(&format!("{}-", std::process::id()))
             .suffix(".ingest")
@@ -125,10 +138,7 @@ impl ContentStore {
             })?;
         let (file, path) = tmp.keep().map_err(|e| StoreError::Io(e.error))?;
         Ok(BlobWriter {
-            inner: Some(DigestWriter::new(BufWriter::with_capacity(
-                256 * 1024,
-                file,
-            ))),
+            inner: Some(sink(BufWriter::with_capacity(256 * 1024, file))),
             tmp_path: path,
             layout: self.layout.clone(),
         })
@@ -173,17 +183,75 @@ fn process_alive(pid: i32) -> bool {
     Path::new("/proc").join(pid.to_string()).exists()
 }
 
+/// Where a blob's bytes go: its temp file, hashed on the way or not.
+enum Sink {
+    Hashing(DigestWriter<BufWriter<File>>),
+    /// The writer's caller vouches for the digest ([`ContentStore::writer_vouched`]).
+    Vouched {
+        out: BufWriter<File>,
+        written: u64,
+    },
+}
+
+impl Sink {
+    fn written(&self) -> u64 {
+        match self {
+            Sink::Hashing(w) => w.written(),
+            Sink::Vouched { written, .. } => *written,
+        }
+    }
+
+    /// The buffered file, the digest (when hashed here) and the size.
+    fn finish(self) -> (BufWriter<File>, Option<Digest>, u64) {
+        match self {
+            Sink::Hashing(w) => {
+                let (out, digest, size) = w.finish();
+                (out, Some(digest), size)
+            }
+            Sink::Vouched { out, written } => (out, None, written),
+        }
+    }
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Hashing(w) => w.write(buf),
+            Sink::Vouched { out, written } => {
+                let n = out.write(buf)?;
+                *written += n as u64;
+                Ok(n)
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Hashing(w) => w.flush(),
+            Sink::Vouched { out, .. } => out.flush(),
+        }
+    }
+}
+
 /// A blob being written. Dropping it without [`BlobWriter::commit`] removes the temp file.
 pub struct BlobWriter {
-    inner: Option<DigestWriter<BufWriter<File>>>,
+    inner: Option<Sink>,
     tmp_path: PathBuf,
     layout: Layout,
+}
+
+/// The error of a vouched blob committed without the digest its writer vouches for.
+fn unvouched() -> StoreError {
+    StoreError::Io(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "a blob written unhashed needs the digest and size its writer computed",
+    ))
 }
 
 impl BlobWriter {
     /// Bytes written so far.
     pub fn written(&self) -> u64 {
-        self.inner.as_ref().map_or(0, DigestWriter::written)
+        self.inner.as_ref().map_or(0, Sink::written)
     }
 
     /// Finish writing without publishing: the bytes are flushed and fsynced to a temp file whose
@@ -194,6 +262,7 @@ impl BlobWriter {
         let inner = self.inner.take().expect("stage consumes the writer");
         let staged = (|| {
             let (buf, digest, size) = inner.finish();
+            let digest = digest.ok_or_else(unvouched)?;
             let file = buf
                 .into_inner()
                 .map_err(|e| StoreError::Io(e.into_error()))?;
@@ -224,12 +293,19 @@ impl BlobWriter {
         result
     }
 
-    fn publish(
-        &self,
-        inner: DigestWriter<BufWriter<File>>,
-        expected: Option<Expected>,
-    ) -> Result<BlobInfo> {
-        let (buf, digest, size) = inner.finish();
+    fn publish(&self, inner: Sink, expected: Option<Expected>) -> Result<BlobInfo> {
+        let (buf, hashed, size) = inner.finish();
+        let digest = match (hashed, expected) {
+            (Some(d), _) => d,
+            (
+                None,
+                Some(Expected {
+                    digest,
+                    size: Some(_),
+                }),
+            ) => digest,
+            (None, _) => return Err(unvouched()),
+        };
         let file = buf
             .into_inner()
             .map_err(|e| StoreError::Io(e.into_error()))?;
@@ -347,6 +423,40 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = ContentStore::open(&Layout::new(dir.path())).unwrap();
         (dir, store)
+    }
+
+    #[test]
+    fn a_vouched_blob_needs_its_digest_and_size_and_is_not_hashed_again() {
+        let (_d, s) = store();
+        let digest = Digest::of(b"layer");
+        let mut w = s.writer_vouched().unwrap();
+        w.write_all(b"layer").unwrap();
+        assert!(w.commit(None).is_err());
+        let mut w = s.writer_vouched().unwrap();
+        w.write_all(b"layer").unwrap();
+        let wrong_size = w.commit(Some(Expected {
+            digest,
+            size: Some(4),
+        }));
+        assert!(matches!(wrong_size, Err(StoreError::SizeMismatch { .. })));
+        assert!(!s.contains(&digest));
+        let mut w = s.writer_vouched().unwrap();
+        w.write_all(b"layer").unwrap();
+        let info = w
+            .commit(Some(Expected {
+                digest,
+                size: Some(5),
+            }))
+            .unwrap();
+        assert_eq!(info, BlobInfo { digest, size: 5 });
+        assert_eq!(s.read(&digest).unwrap(), b"layer");
+        let mut w = s.writer_vouched().unwrap();
+        w.write_all(b"x").unwrap();
+        assert!(
+            w.stage().is_err(),
+            "a vouched blob has no digest to stage under"
+        );
+        assert_eq!(fs_err::read_dir(s.layout.ingest_dir()).unwrap().count(), 0);
     }
 
     #[test]

@@ -724,6 +724,8 @@ fn assert_layers_of_a_fresh_store(f: &Fixture) -> Result<(), Skip> {
     kiln(fresh.path(), &["build", "-q", "-t", "test:1", ctx]).ok();
     let layers = |root: &Path| crate::support::manifest_layers(root, "test:1");
     assert_eq!(layers(f.root.path()), layers(fresh.path()));
+    crate::support::assert_blobs_match_their_names(f.root.path());
+    crate::support::assert_blobs_match_their_names(fresh.path());
     Ok(())
 }
 

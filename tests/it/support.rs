@@ -212,3 +212,24 @@ pub fn kiln_stdin(root: &Path, args: &[&str], input: &[u8]) -> (Run, Vec<u8>) {
     };
     (run, out.stdout)
 }
+
+/// Panics unless every blob of the store at `root` hashes to its name (blobs written unhashed by
+/// the store, on the word of the layer encoder, included).
+#[track_caller]
+pub fn assert_blobs_match_their_names(root: &Path) {
+    let dir = root.join("blobs/sha256");
+    let mut checked = 0;
+    for entry in fs_err::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = fs_err::read(&path).unwrap();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(
+            snapshotter::Digest::of(&bytes).hex(),
+            name,
+            "{} does not match its name",
+            path.display()
+        );
+        checked += 1;
+    }
+    assert!(checked > 0, "no blobs in {}", dir.display());
+}
