@@ -43,6 +43,22 @@ impl Compression {
         }
     }
 
+    /// Read the first bytes of `stream` (up to 8, fewer only at its end) to detect its
+    /// compression; returns it with the bytes read, which the caller puts back in front.
+    pub fn sniff<R: Read>(stream: &mut R) -> io::Result<(Self, Vec<u8>)> {
+        let mut magic = [0u8; 8];
+        let mut n = 0;
+        while n < magic.len() {
+            match stream.read(&mut magic[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((Self::detect(&magic[..n]), magic[..n].to_vec()))
+    }
+
     /// `stream` (which still starts with the magic bytes) decompressed.
     pub fn decoder<R: Read>(self, stream: R) -> io::Result<Decoder<R>> {
         Ok(match self {

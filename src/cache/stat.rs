@@ -377,6 +377,26 @@ pub(crate) mod tests {
         StatIdentity::of(&fs_err::symlink_metadata(p).unwrap())
     }
 
+    /// A saved cache (store dir, context dir, canonical root, its file `a`, the cache) with
+    /// one record.
+    fn saved_cache_of_one_file() -> (
+        tempfile::TempDir,
+        tempfile::TempDir,
+        std::path::PathBuf,
+        std::path::PathBuf,
+        StatCache,
+    ) {
+        let store = tempfile::tempdir().unwrap();
+        let ctx = tempfile::tempdir().unwrap();
+        let root = fs_err::canonicalize(ctx.path()).unwrap();
+        let f = root.join("a");
+        fs_err::write(&f, b"a").unwrap();
+        let cache = StatCache::load(store.path(), &root);
+        cache.insert(&f, identity_of(&f), Digest::of(b"a"));
+        cache.save().unwrap();
+        (store, ctx, root, f, cache)
+    }
+
     #[test]
     fn a_saved_record_is_trusted_once_it_is_not_racy() {
         let store = tempfile::tempdir().unwrap();
@@ -446,14 +466,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_cache_that_is_not_used_is_neither_read_nor_written() {
-        let store = tempfile::tempdir().unwrap();
-        let ctx = tempfile::tempdir().unwrap();
-        let root = fs_err::canonicalize(ctx.path()).unwrap();
-        let f = root.join("a");
-        fs_err::write(&f, b"a").unwrap();
-        let cache = StatCache::load(store.path(), &root);
-        cache.insert(&f, identity_of(&f), Digest::of(b"a"));
-        cache.save().unwrap();
+        let (store, _ctx, root, f, cache) = saved_cache_of_one_file();
         let written = fs_err::metadata(&cache.file).unwrap().modified().unwrap();
         // Its records are racy: a cache that was used would be written again.
         let unused = StatCache::load(store.path(), &root);
@@ -514,14 +527,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_malformed_file_is_an_empty_cache() {
-        let store = tempfile::tempdir().unwrap();
-        let ctx = tempfile::tempdir().unwrap();
-        let root = fs_err::canonicalize(ctx.path()).unwrap();
-        let f = root.join("a");
-        fs_err::write(&f, b"a").unwrap();
-        let cache = StatCache::load(store.path(), &root);
-        cache.insert(&f, identity_of(&f), Digest::of(b"a"));
-        cache.save().unwrap();
+        let (store, _ctx, root, _f, cache) = saved_cache_of_one_file();
         let mut bytes = fs_err::read(&cache.file).unwrap();
         bytes.pop();
         fs_err::write(&cache.file, &bytes).unwrap();

@@ -454,9 +454,23 @@ fn push_components(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    /// A temporary directory with `files` (a content of `->x` makes a symlink to `x`), for tests.
+    pub(crate) fn test_tree(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        for (path, content) in files {
+            let p = d.path().join(path);
+            fs_err::create_dir_all(p.parent().unwrap()).unwrap();
+            match content.strip_prefix("->") {
+                Some(target) => std::os::unix::fs::symlink(target, &p).unwrap(),
+                None => fs_err::write(&p, content).unwrap(),
+            }
+        }
+        d
+    }
 
     fn ctx() -> (tempfile::TempDir, Context) {
         let d = tempfile::tempdir().unwrap();
@@ -520,15 +534,7 @@ mod tests {
         files: &[(&str, &str)],
         dockerfile: Option<&str>,
     ) -> (tempfile::TempDir, Result<Context, ContextError>) {
-        let d = tempfile::tempdir().unwrap();
-        for (path, content) in files {
-            let p = d.path().join(path);
-            fs_err::create_dir_all(p.parent().unwrap()).unwrap();
-            match content.strip_prefix("->") {
-                Some(target) => symlink(target, &p).unwrap(),
-                None => fs_err::write(&p, content).unwrap(),
-            }
-        }
+        let d = test_tree(files);
         let dockerfile = dockerfile.map(|f| d.path().join(f));
         let c = Context::open(d.path())
             .unwrap()

@@ -12,7 +12,7 @@ use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
 use crate::harness::{self, skip_unless};
-use crate::support::{ingest_files, inspect, kiln, kiln_stdin, write_files};
+use crate::support::{ingest_files, inspect, kiln, kiln_stdin, podman, write_files};
 
 fn p(path: &Path) -> &str {
     path.to_str().unwrap()
@@ -267,20 +267,6 @@ fn kiln_archives_are_read_by_podman_and_skopeo() {
     ))
     .unwrap();
     assert_eq!(v[0]["Id"], &id[7..]);
-}
-
-/// `podman` with a private storage root under `dir`.
-fn podman(dir: &Path, args: &[&str]) -> String {
-    harness::run_ok(
-        Command::new("podman")
-            .arg("--root")
-            .arg(dir.join("root"))
-            .arg("--runroot")
-            .arg(dir.join("run"))
-            .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"])
-            .args(["--events-backend", "none"])
-            .args(args),
-    )
 }
 
 #[test]

@@ -41,6 +41,14 @@ fn runner() -> Result<tempfile::TempDir, Skip> {
     busybox_store(&[])
 }
 
+/// A runner's store and a context with `dockerfile`.
+fn runner_with(dockerfile: &str) -> Result<(tempfile::TempDir, tempfile::TempDir), Skip> {
+    let store = runner()?;
+    let ctx = harness::tempdir();
+    write_files(ctx.path(), &[("Dockerfile", dockerfile)]);
+    Ok((store, ctx))
+}
+
 fn build(root: &Path, ctx: &Path, extra: &[&str]) -> Run {
     let mut args = vec!["build", "--progress=plain", "-t", "app:1"];
     args.extend_from_slice(extra);
@@ -169,20 +177,14 @@ fn local_cache_ops(dir: &Path) -> Vec<String> {
 
 #[test]
 fn min_mode_exports_the_final_stage_and_max_mode_every_stage() {
-    let a = skip_unless!(runner());
-    let ctx = harness::tempdir();
-    write_files(
-        ctx.path(),
-        &[(
-            "Dockerfile",
-            "FROM busybox:local AS builder
+    let (a, ctx) = skip_unless!(runner_with(
+        "FROM busybox:local AS builder
 RUN echo built > /artifact && echo scratch > /tmp/work
 FROM busybox:local
 COPY --from=builder /artifact /artifact
 RUN head -c 16 /dev/urandom > /id
-",
-        )],
-    );
+"
+    ));
     let min_dir = harness::tempdir();
     let max_dir = harness::tempdir();
     let min_to = format!("type=local,dest={}", min_dir.path().display());
@@ -360,12 +362,7 @@ fn a_cache_that_cannot_be_read_or_used_never_fails_the_build() {
 
 #[test]
 fn a_failed_export_fails_the_build_unless_errors_are_ignored() {
-    let a = skip_unless!(runner());
-    let ctx = harness::tempdir();
-    write_files(
-        ctx.path(),
-        &[("Dockerfile", "FROM busybox:local\nRUN echo hi > /hi\n")],
-    );
+    let (a, ctx) = skip_unless!(runner_with("FROM busybox:local\nRUN echo hi > /hi\n"));
     let failed = build(
         a.path(),
         ctx.path(),
@@ -408,15 +405,9 @@ fn a_cache_in_a_registry_with_bearer_tokens_uses_the_stored_credentials() {
     use base64::Engine as _;
     let ts = skip_unless!(TokenServer::start(&[("ci", "s3cret")]));
     let reg = skip_unless!(Registry::start_with(&ts.registry_auth()));
-    let a = skip_unless!(runner());
-    let ctx = harness::tempdir();
-    write_files(
-        ctx.path(),
-        &[(
-            "Dockerfile",
-            "FROM busybox:local\nRUN head -c 16 /dev/urandom > /id\n",
-        )],
-    );
+    let (a, ctx) = skip_unless!(runner_with(
+        "FROM busybox:local\nRUN head -c 16 /dev/urandom > /id\n"
+    ));
     let cache_ref = format!("{}/ci/cache:main", reg.host_port());
     let docker = harness::tempdir();
     let with_config = |root: &Path, extra: &[&str]| {

@@ -233,3 +233,17 @@ pub fn assert_blobs_match_their_names(root: &Path) {
     }
     assert!(checked > 0, "no blobs in {}", dir.display());
 }
+
+/// `podman ARGS` with a private storage root under `dir` (vfs, cgroupfs, no events).
+pub fn podman(dir: &Path, args: &[&str]) -> String {
+    harness::run_ok(
+        Command::new("podman")
+            .arg("--root")
+            .arg(dir.join("root"))
+            .arg("--runroot")
+            .arg(dir.join("run"))
+            .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"])
+            .args(["--events-backend", "none"])
+            .args(args),
+    )
+}

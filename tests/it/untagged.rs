@@ -12,7 +12,7 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::harness::{self, skip_unless};
-use crate::support::{inspect, kiln, write_files};
+use crate::support::{inspect, kiln, podman, write_files};
 
 fn p(path: &Path) -> &str {
     path.to_str().unwrap()
@@ -320,20 +320,6 @@ fn podman_round_trips_an_image_saved_by_id() {
     let run = kiln(fresh.path(), &["load", "-i", p(&back)]).ok();
     assert_eq!(run.stdout, format!("Loaded image ID: {id}\n"));
     assert!(blobs_present(fresh.path(), &id));
-}
-
-/// `podman` with a private storage root under `dir`.
-fn podman(dir: &Path, args: &[&str]) -> String {
-    harness::run_ok(
-        Command::new("podman")
-            .arg("--root")
-            .arg(dir.join("root"))
-            .arg("--runroot")
-            .arg(dir.join("run"))
-            .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"])
-            .args(["--events-backend", "none"])
-            .args(args),
-    )
 }
 
 #[test]

@@ -9,7 +9,6 @@
 //! Not responsible for: choosing the records (`UsedRecords::select`).
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use snapshotter::Digest;
@@ -177,15 +176,7 @@ fn layer_descriptor(store: &Store, digest: &Digest) -> Result<Option<Descriptor>
     }
     let mut file = store.content().open_blob(digest)?;
     let size = file.metadata()?.len();
-    let mut magic = [0u8; 8];
-    let mut n = 0;
-    while n < magic.len() {
-        match file.read(&mut magic[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    let media_type = match Compression::detect(&magic[..n]) {
+    let media_type = match Compression::sniff(&mut file)?.0 {
         Compression::Zstd => media_type::OCI_LAYER_ZSTD,
         Compression::None => media_type::OCI_LAYER_TAR,
         _ => media_type::OCI_LAYER_GZIP,

@@ -225,22 +225,15 @@ pub fn copy_verified(
     diff_id: DiffId,
 ) -> io::Result<()> {
     let mut file = fs_err::File::open(from)?;
-    let mut magic = [0u8; 8];
-    let mut n = 0;
-    while n < magic.len() {
-        match file.read(&mut magic[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
+    let (compression, magic) = Compression::sniff(&mut file)?;
     let writer = store.content().writer().map_err(io::Error::other)?;
     let mut tee = Tee {
-        inner: io::Cursor::new(magic[..n].to_vec()).chain(file),
+        inner: io::Cursor::new(magic).chain(file),
         copy: writer,
     };
     let mut uncompressed = DigestWriter::new(io::sink());
     {
-        let mut decoder = Compression::detect(&magic[..n]).decoder(&mut tee)?;
+        let mut decoder = compression.decoder(&mut tee)?;
         io::copy(&mut decoder, &mut uncompressed)?;
     }
     // Bytes after the end of the compressed stream still belong to the blob.

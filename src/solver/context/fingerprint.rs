@@ -277,16 +277,7 @@ mod tests {
 
     /// A context with `files` (a content of `->x` makes a symlink to `x`).
     fn context(files: &[(&str, &str)]) -> tempfile::TempDir {
-        let d = tempfile::tempdir().unwrap();
-        for (path, content) in files {
-            let p = d.path().join(path);
-            fs_err::create_dir_all(p.parent().unwrap()).unwrap();
-            match content.strip_prefix("->") {
-                Some(target) => symlink(target, &p).unwrap(),
-                None => fs_err::write(&p, content).unwrap(),
-            }
-        }
-        d
+        crate::solver::context::tests::test_tree(files)
     }
 
     fn fp(dir: &Path, sources: &[&str]) -> Fingerprint {
