@@ -83,12 +83,24 @@ pub fn image_state(
                 step: Some(step.clone()),
                 reference: r.to_string(),
             });
-            registry::pull(env.store, r, env.registry, &NoopObserver).map_err(|e| {
-                StepError::BaseImage {
+            // Each layer is unpacked while the layers above it download (the stage's steps
+            // run on this filesystem), and a layer the pull verified is not hashed again.
+            let unpack = |ready: registry::ReadyLayer<'_>| -> Result<(), BoxError> {
+                rootfs::ensure_chain_verified(
+                    env.snapshots.get()?,
+                    env.store.content(),
+                    ready.layers,
+                    ready.diff_ids,
+                    ready.verified,
+                )?;
+                Ok(())
+            };
+            registry::pull_unpacking(env.store, r, env.registry, &NoopObserver, &unpack).map_err(
+                |source| StepError::BaseImage {
                     reference: r.familiar(),
-                    source: e.into(),
-                }
-            })?
+                    source,
+                },
+            )?
         }
     };
     Ok(StageState::new(
