@@ -12,7 +12,9 @@ use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
 use crate::harness::{self, skip_unless};
-use crate::support::{ingest_files, inspect, kiln, kiln_stdin, podman, write_files};
+use crate::support::{
+    ingest_files, inspect, kiln, kiln_stdin, podman, save_oci_archive, write_files,
+};
 
 fn p(path: &Path) -> &str {
     path.to_str().unwrap()
@@ -374,19 +376,7 @@ fn podman_save_archives_load_into_kiln() {
     skip_unless!(harness::root_required());
     let (src, id, _) = store_with_images();
     let out = harness::tempdir();
-    let kiln_tar = out.path().join("k.tar");
-    kiln(
-        src.path(),
-        &[
-            "save",
-            "--format",
-            "oci-archive",
-            "-o",
-            p(&kiln_tar),
-            "app:1",
-        ],
-    )
-    .ok();
+    let kiln_tar = save_oci_archive(src.path(), out.path(), "app:1");
     let storage = harness::tempdir();
     podman(storage.path(), &["load", "-i", p(&kiln_tar)]);
     for (format, name) in [("docker-archive", "pd.tar"), ("oci-archive", "po.tar")] {
@@ -420,19 +410,7 @@ fn skopeo_copy_archives_load_into_kiln() {
     let skopeo = skip_unless!(harness::which("skopeo"));
     let (src, id, _) = store_with_images();
     let out = harness::tempdir();
-    let kiln_tar = out.path().join("k.tar");
-    kiln(
-        src.path(),
-        &[
-            "save",
-            "--format",
-            "oci-archive",
-            "-o",
-            p(&kiln_tar),
-            "app:1",
-        ],
-    )
-    .ok();
+    let kiln_tar = save_oci_archive(src.path(), out.path(), "app:1");
     for (transport, file, name) in [
         ("docker-archive", "sd.tar", "localhost/sk:1"),
         ("oci-archive", "so.tar", "localhost/sk:2"),

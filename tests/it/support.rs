@@ -247,3 +247,22 @@ pub fn podman(dir: &Path, args: &[&str]) -> String {
             .args(args),
     )
 }
+
+/// `kiln save --format oci-archive -o DIR/k.tar IMAGE` from the store at `root`; the archive's
+/// path.
+pub fn save_oci_archive(root: &Path, dir: &Path, image: &str) -> std::path::PathBuf {
+    let tar = dir.join("k.tar");
+    kiln(
+        root,
+        &[
+            "save",
+            "--format",
+            "oci-archive",
+            "-o",
+            tar.to_str().unwrap(),
+            image,
+        ],
+    )
+    .ok();
+    tar
+}

@@ -12,7 +12,7 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::harness::{self, skip_unless};
-use crate::support::{inspect, kiln, podman, write_files};
+use crate::support::{inspect, kiln, podman, save_oci_archive, write_files};
 
 fn p(path: &Path) -> &str {
     path.to_str().unwrap()
@@ -233,19 +233,7 @@ fn skopeo_archives_without_a_reference_load_untagged() {
     let src = harness::tempdir();
     let id = build(src.path(), "skopeo\n");
     let out = harness::tempdir();
-    let kiln_tar = out.path().join("k.tar");
-    kiln(
-        src.path(),
-        &[
-            "save",
-            "--format",
-            "oci-archive",
-            "-o",
-            p(&kiln_tar),
-            "app:1",
-        ],
-    )
-    .ok();
+    let kiln_tar = save_oci_archive(src.path(), out.path(), "app:1");
     for (transport, file) in [("docker-archive", "sd.tar"), ("oci-archive", "so.tar")] {
         let tar = out.path().join(file);
         harness::run_ok(Command::new(&skopeo).args([
