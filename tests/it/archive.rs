@@ -13,7 +13,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::harness::{self, skip_unless};
 use crate::support::{
-    ingest_files, inspect, kiln, kiln_stdin, podman, save_oci_archive, write_files,
+    ingest_files, inspect, kiln, kiln_stdin, podman, save_oci_archive, tar_files, write_files,
 };
 
 fn p(path: &Path) -> &str {
@@ -70,20 +70,6 @@ fn store_with_images() -> (tempfile::TempDir, String, String) {
     .trim()
     .to_owned();
     (root, id, other)
-}
-
-/// Every file of a tar, by path (symlinks as `-> target`).
-fn tar_files(bytes: &[u8]) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut a = tar::Archive::new(bytes);
-    for e in a.entries().unwrap() {
-        let mut e = e.unwrap();
-        let path = e.path().unwrap().to_string_lossy().into_owned();
-        let mut data = Vec::new();
-        e.read_to_end(&mut data).unwrap();
-        out.insert(path, data);
-    }
-    out
 }
 
 /// A tar of `files` (in order).

@@ -103,26 +103,8 @@ impl Image {
         if bad_diff_id {
             diff_ids[2] = DiffId(Digest::of(b"not the layer"));
         }
-        let config = serde_json::json!({
-            "architecture": "amd64",
-            "os": "linux",
-            "config": {},
-            "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        })
-        .to_string()
-        .into_bytes();
-        let manifest = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": media_type::OCI_MANIFEST,
-            "config": {
-                "mediaType": media_type::OCI_CONFIG,
-                "digest": Digest::of(&config).to_string(),
-                "size": config.len(),
-            },
-            "layers": layers,
-        })
-        .to_string()
-        .into_bytes();
+        let plain: Vec<Digest> = diff_ids.iter().map(|d| d.0).collect();
+        let (config, manifest) = crate::support::oci_image_json(&plain, &layers);
         Self {
             blobs,
             layers,

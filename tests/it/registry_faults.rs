@@ -58,33 +58,11 @@ impl TestImage {
         if bad_diff_id && let Some(last) = diff_ids.last_mut() {
             *last = Digest::of(b"not the layer");
         }
-        let config = serde_json::json!({
-            "architecture": "amd64",
-            "os": "linux",
-            "config": {},
-            "rootfs": {
-                "type": "layers",
-                "diff_ids": diff_ids.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            },
-        })
-        .to_string()
-        .into_bytes();
-        let manifest = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": media_type::OCI_MANIFEST,
-            "config": {
-                "mediaType": media_type::OCI_CONFIG,
-                "digest": Digest::of(&config).to_string(),
-                "size": config.len(),
-            },
-            "layers": layers.iter().map(|l| serde_json::json!({
-                "mediaType": media_type::OCI_LAYER_GZIP,
-                "digest": Digest::of(l).to_string(),
-                "size": l.len(),
-            })).collect::<Vec<_>>(),
-        })
-        .to_string()
-        .into_bytes();
+        let descriptors: Vec<Descriptor> = layers
+            .iter()
+            .map(|l| Descriptor::new(media_type::OCI_LAYER_GZIP, Digest::of(l), l.len() as u64))
+            .collect();
+        let (config, manifest) = crate::support::oci_image_json(&diff_ids, &descriptors);
         Self {
             config,
             layers,

@@ -266,3 +266,49 @@ pub fn save_oci_archive(root: &Path, dir: &Path, image: &str) -> std::path::Path
     .ok();
     tar
 }
+
+/// Every file of a tar, by path.
+pub fn tar_files(bytes: &[u8]) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut a = tar::Archive::new(bytes);
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = e.path().unwrap().to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        out.insert(path, data);
+    }
+    out
+}
+
+/// The config and manifest (JSON bytes) of an amd64 OCI image with `diff_ids` and `layers`.
+pub fn oci_image_json(
+    diff_ids: &[snapshotter::Digest],
+    layers: &[kiln::image::Descriptor],
+) -> (Vec<u8>, Vec<u8>) {
+    use kiln::image::media_type;
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {},
+        "rootfs": {
+            "type": "layers",
+            "diff_ids": diff_ids.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        },
+    })
+    .to_string()
+    .into_bytes();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media_type::OCI_MANIFEST,
+        "config": {
+            "mediaType": media_type::OCI_CONFIG,
+            "digest": snapshotter::Digest::of(&config).to_string(),
+            "size": config.len(),
+        },
+        "layers": layers,
+    })
+    .to_string()
+    .into_bytes();
+    (config, manifest)
+}

@@ -4,15 +4,13 @@
 //! tagged, saved and removed by ID (full, bare hex or short), survive `builder prune`, go with
 //! `image prune`, and a push by ID asks for a name.
 
-use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
 
 use crate::harness::{self, skip_unless};
-use crate::support::{inspect, kiln, podman, save_oci_archive, write_files};
+use crate::support::{inspect, kiln, podman, save_oci_archive, tar_files, write_files};
 
 fn p(path: &Path) -> &str {
     path.to_str().unwrap()
@@ -49,20 +47,6 @@ fn images(root: &Path, args: &[&str]) -> Vec<String> {
         .lines()
         .map(str::to_owned)
         .collect()
-}
-
-/// Every file of a tar, by path.
-fn tar_files(bytes: &[u8]) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut a = tar::Archive::new(bytes);
-    for e in a.entries().unwrap() {
-        let mut e = e.unwrap();
-        let path = e.path().unwrap().to_string_lossy().into_owned();
-        let mut data = Vec::new();
-        e.read_to_end(&mut data).unwrap();
-        out.insert(path, data);
-    }
-    out
 }
 
 /// Every blob the image `query` needs is in the store at `root`.
